@@ -1,0 +1,50 @@
+# tracker: `make run` starts the app with demo data on SQLite; `make test` runs the suite.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+FLASK  := $(VENV)/bin/flask --app wsgi
+HOST   ?= 127.0.0.1
+PORT   ?= 5000
+
+.PHONY: run test lint format install install-dev clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: requirements.txt | $(PY)
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+## Start the development server on http://$(HOST):$(PORT) with the demo data (SQLite by default).
+run: $(VENV)/.installed
+	$(FLASK) db upgrade
+	$(FLASK) tracker seed-demo --if-empty
+	@echo ""
+	@echo "  tracker is starting on http://$(HOST):$(PORT)"
+	@echo "  Sign in as focal.sg@demo.test, reviewer@demo.test, manager@demo.test or admin@demo.test"
+	@echo "  with the password demo-password (every demo account is listed in README.md)."
+	@echo ""
+	$(FLASK) run --host $(HOST) --port $(PORT)
+
+## Run the whole suite on SQLite, and again on PostgreSQL when TEST_DATABASE_URL is set.
+test: $(VENV)/.installed-dev
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,124 @@
+"""Configuration classes. Every setting comes from the environment; production has no secret defaults.
+
+Pick a class with ``TRACKER_CONFIG`` (``development``, the default, ``production`` or ``testing``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+BASE_DIR = Path(__file__).resolve().parent
+INSTANCE_DIR = BASE_DIR / "instance"
+
+# Only ever used by the development and testing configurations.
+_INSECURE_DEV_KEY = "dev-only-insecure-secret-key"
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the environment variable."""
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
+
+
+class Config:
+    """Settings shared by every environment."""
+
+    SECRET_KEY = os.environ.get("SECRET_KEY") or _INSECURE_DEV_KEY
+    SQLALCHEMY_DATABASE_URI = os.environ.get("DATABASE_URL") or (f"sqlite:///{INSTANCE_DIR / 'tracker.db'}")
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    TRACKER_BASE_URL = os.environ.get("TRACKER_BASE_URL", "http://127.0.0.1:5000").rstrip("/")
+
+    # Mail: without MAIL_SERVER the notifications feature writes .eml files under instance/mail/.
+    MAIL_SERVER = os.environ.get("MAIL_SERVER") or None
+    MAIL_PORT = _env_int("MAIL_PORT", 25)
+    MAIL_USE_TLS = _env_bool("MAIL_USE_TLS", False)
+    MAIL_USE_SSL = _env_bool("MAIL_USE_SSL", False)
+    MAIL_USERNAME = os.environ.get("MAIL_USERNAME") or None
+    MAIL_PASSWORD = os.environ.get("MAIL_PASSWORD") or None
+    MAIL_DEFAULT_SENDER = os.environ.get("MAIL_DEFAULT_SENDER", "tracker@localhost")
+    MAIL_TIMEOUT = _env_int("MAIL_TIMEOUT", 30)
+
+    BABEL_DEFAULT_LOCALE = "en"
+    BABEL_DEFAULT_TIMEZONE = "UTC"
+    TRACKER_LANGUAGES = ("en",)
+
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    REMEMBER_COOKIE_HTTPONLY = True
+    REMEMBER_COOKIE_SAMESITE = "Lax"
+    WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session
+
+    TRACKER_PAGE_SIZE = _env_int("TRACKER_PAGE_SIZE", 50)
+
+    @staticmethod
+    def check(settings: Mapping[str, Any]) -> None:
+        """Refuse settings that must not reach this environment."""
+
+
+class DevelopmentConfig(Config):
+    """The embedded default: SQLite under instance/, a development secret."""
+
+    DEBUG = False  # `flask run --debug` turns the debugger on explicitly
+
+
+class TestingConfig(Config):
+    """Used by the test suite; the fixtures pass the database URL."""
+
+    TESTING = True
+    SECRET_KEY = "testing-secret-key"
+    SQLALCHEMY_DATABASE_URI = "sqlite://"
+    MAIL_SERVER = None
+
+
+class ProductionConfig(Config):
+    """Production: secrets and the database come from the environment, or the app will not start."""
+
+    SECRET_KEY = os.environ.get("SECRET_KEY") or None
+    SQLALCHEMY_DATABASE_URI = os.environ.get("DATABASE_URL") or None
+    SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", True)
+    REMEMBER_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", True)
+
+    @staticmethod
+    def check(settings: Mapping[str, Any]) -> None:
+        """Refuse to start without a real SECRET_KEY and an explicit DATABASE_URL."""
+        key = settings.get("SECRET_KEY") or ""
+        if len(key) < 32 or key == _INSECURE_DEV_KEY:
+            raise ConfigError(
+                "SECRET_KEY must be set to a random value of at least 32 characters in production"
+            )
+        if not settings.get("SQLALCHEMY_DATABASE_URI"):
+            raise ConfigError("DATABASE_URL must be set in production")
+
+
+CONFIGS: dict[str, type[Config]] = {
+    "development": DevelopmentConfig,
+    "testing": TestingConfig,
+    "production": ProductionConfig,
+}
+
+
+def config_from_environment() -> type[Config]:
+    """Return the configuration class named by TRACKER_CONFIG."""
+    name = os.environ.get("TRACKER_CONFIG", "development")
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        raise ConfigError(f"TRACKER_CONFIG must be one of {', '.join(CONFIGS)}, not {name!r}") from None

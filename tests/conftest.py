@@ -1,0 +1,195 @@
+"""Fixtures: the app on SQLite (always) and PostgreSQL (when TEST_DATABASE_URL is set), clients,
+sign-in, and factories that build a small world of offices, people and action items.
+
+No fixture keeps an application context pushed while a test makes requests: Flask would share
+it (and `g`, and the database session) with every request, which hides real bugs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.security import generate_password_hash
+
+os.environ["TRACKER_CONFIG"] = "testing"
+
+from tracker import create_app
+from tracker.extensions import db
+from tracker.models import (
+    ActionItem,
+    ActionUpdate,
+    Office,
+    Recommendation,
+    Source,
+    User,
+)
+
+PASSWORD = "correct-horse-battery"
+# scrypt is slow on purpose: hash the test password once per run, not once per user.
+PASSWORD_HASH = generate_password_hash(PASSWORD, method="scrypt")
+
+BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("TEST_DATABASE_URL") else [])
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One database per backend for the whole session; tables are emptied after each test."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'tracker-test.db'}"
+    return os.environ["TEST_DATABASE_URL"]
+
+
+@pytest.fixture(scope="session")
+def _session_app(database_url: str) -> Iterator[Flask]:
+    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url})
+    with app.app_context():
+        db.drop_all()
+        db.create_all()
+    yield app
+    with app.app_context():
+        db.drop_all()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def app(_session_app: Flask) -> Iterator[Flask]:
+    """The application, with every table emptied when the test ends."""
+    yield _session_app
+    with _session_app.app_context():
+        db.session.remove()
+        with db.engine.begin() as conn:
+            for table in reversed(db.metadata.sorted_tables):
+                conn.execute(table.delete())
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A browser-like client without a signed-in user."""
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask):
+    """The `flask` command-line runner."""
+    return app.test_cli_runner()
+
+
+def csrf_token(html: str) -> str:
+    """The CSRF token of the first form on a page."""
+    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html)
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+def login(client: FlaskClient, email: str, password: str = PASSWORD, **extra: str):
+    """Sign in through the real form (with its CSRF token); returns the response."""
+    page = client.get("/auth/login")
+    data = {"email": email, "password": password, "csrf_token": csrf_token(page.text)}
+    data.update(extra)
+    return client.post("/auth/login", data=data)
+
+
+@pytest.fixture
+def login_as(app: Flask) -> Callable[[str], FlaskClient]:
+    """Factory: a new client signed in as the user with this email."""
+
+    def make(email: str, password: str = PASSWORD) -> FlaskClient:
+        c = app.test_client()
+        response = login(c, email, password)
+        assert response.status_code == 302, f"sign-in of {email} failed"
+        return c
+
+    return make
+
+
+@dataclass
+class World:
+    """Ids and emails of a small programme: offices SG and MY, one of each role, items for both."""
+
+    offices: dict[str, int] = field(default_factory=dict)
+    users: dict[str, str] = field(default_factory=dict)  # label → email
+    user_ids: dict[str, int] = field(default_factory=dict)
+    items: dict[str, int] = field(default_factory=dict)  # office code → an item id
+    recommendation_id: int = 0
+
+
+def build_world(today: date) -> World:
+    """Create the small programme in the current app context and commit it."""
+    world = World()
+    sg = Office(code="SG", name="IP Office of Singapore", country="Singapore", timezone="Asia/Singapore")
+    my = Office(
+        code="MY", name="IP Corporation of Malaysia", country="Malaysia", timezone="Asia/Kuala_Lumpur"
+    )
+    db.session.add_all([sg, my])
+    people = {
+        "admin": ("admin@example.test", "admin", None),
+        "reviewer": ("reviewer@example.test", "reviewer", None),
+        "manager": ("manager@example.test", "manager", None),
+        "manager_sg": ("manager.sg@example.test", "manager", sg),
+        "focal_sg": ("focal.sg@example.test", "focal_point", sg),
+        "focal_my": ("focal.my@example.test", "focal_point", my),
+        "inactive_sg": ("gone.sg@example.test", "focal_point", sg),
+    }
+    users = {}
+    for label, (email, role, office) in people.items():
+        user = User(email=email, name=label.replace("_", " ").title(), role=role, office=office)
+        user.password_hash = PASSWORD_HASH
+        user.active = label != "inactive_sg"
+        users[label] = user
+        db.session.add(user)
+    source = Source(title="Dialogue", place="Singapore")
+    rec = Recommendation(source=source, code="R-1", title="Go digital", text="Text", theme="Digital")
+    db.session.add(rec)
+    items = {}
+    for code, office, owner in (("SG", sg, users["focal_sg"]), ("MY", my, users["focal_my"])):
+        item = ActionItem(
+            recommendation=rec, office=office, title=f"E-filing for {code}", owner=owner, deadline=today
+        )
+        item.updates = [ActionUpdate(author=users["reviewer"], new_status="not_started", note="Agreed")]
+        items[code] = item
+        db.session.add(item)
+    db.session.commit()
+    world.offices = {"SG": sg.id, "MY": my.id}
+    world.users = {label: u.email for label, u in users.items()}
+    world.user_ids = {label: u.id for label, u in users.items()}
+    world.items = {code: item.id for code, item in items.items()}
+    world.recommendation_id = rec.id
+    return world
+
+
+@pytest.fixture
+def world(app: Flask) -> World:
+    """The small programme, committed."""
+    with app.app_context():
+        return build_world(date(2026, 11, 24))
+
+
+@pytest.fixture
+def count_queries(app: Flask):
+    """Context manager factory counting the SQL statements the app runs inside it."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def counting() -> Iterator[list[str]]:
+        statements: list[str] = []
+
+        def record(conn, cursor, statement, parameters, context, executemany):
+            statements.append(statement)
+
+        with app.app_context():
+            engine = db.engine
+        sa.event.listen(engine, "before_cursor_execute", record)
+        try:
+            yield statements
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", record)
+
+    return counting

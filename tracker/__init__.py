@@ -1,0 +1,161 @@
+"""tracker: follows recommendations through offices' action plans until each action is verified."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, current_app, render_template, request
+from flask_babel import lazy_gettext
+from flask_login import current_user
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from config import ConfigError, config_from_environment
+from tracker.extensions import babel, csrf, db, login_manager, mail, migrate
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the application: configuration, extensions, blueprints, error pages, commands."""
+    app = Flask(__name__, template_folder=str(ROOT / "templates"), instance_path=str(ROOT / "instance"))
+    config_class = config_from_environment()
+    app.config.from_object(config_class)
+    if test_config:
+        app.config.update(test_config)
+    config_class.check(app.config)
+    app.config["SQLALCHEMY_DATABASE_URI"] = database_url(app.config["SQLALCHEMY_DATABASE_URI"])
+
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_template_helpers(app)
+    register_commands(app)
+    return app
+
+
+def database_url(raw: str) -> str:
+    """Validate DATABASE_URL and pick the installed PostgreSQL driver (psycopg 3)."""
+    try:
+        url: URL = make_url(raw)
+    except ArgumentError:
+        raise ConfigError(f"DATABASE_URL is not a database URL: {raw!r}") from None
+    if url.drivername in {"postgres", "postgresql"}:
+        url = url.set(drivername="postgresql+psycopg")
+    try:
+        url.get_dialect()
+    except NoSuchModuleError:
+        raise ConfigError(
+            f"DATABASE_URL names an unsupported database {url.drivername!r}; "
+            "use sqlite:///path or postgresql://user@host/dbname"
+        ) from None
+    return url.render_as_string(hide_password=False)
+
+
+def _make_sqlite_folder(dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> None:
+    # At the first connection, not in the factory: creating the app touches no files.
+    if dialect.name == "sqlite" and cargs and cargs[0] not in ("", ":memory:"):
+        Path(cargs[0]).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    # SQLite leaves foreign keys off by default; WAL lets readers work while the scheduler writes.
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.close()
+
+
+def register_extensions(app: Flask) -> None:
+    """Bind the unbound extensions to this application."""
+    db.init_app(app)
+    with app.app_context():
+        event.listen(db.engine, "do_connect", _make_sqlite_folder)
+        event.listen(db.engine, "connect", _sqlite_pragmas)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True, compare_type=True)
+    csrf.init_app(app)
+    mail.init_app(app)
+    babel.init_app(app, locale_selector=select_locale, timezone_selector=select_timezone)
+
+    from tracker.auth.services import load_user
+
+    login_manager.init_app(app)
+    login_manager.user_loader(load_user)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message_category = "info"
+    login_manager.session_protection = "basic"
+    login_manager.login_message = lazy_gettext("Please sign in to see this page.")
+
+
+def select_locale() -> str | None:
+    """The page language: the user's setting, else the browser's preference, else English."""
+    languages = list(current_app.config["TRACKER_LANGUAGES"])
+    if current_user.is_authenticated and current_user.language in languages:
+        return current_user.language
+    return request.accept_languages.best_match(languages) or languages[0]
+
+
+def select_timezone() -> str | None:
+    """The zone to show times in: the user's override, else their office's, else UTC."""
+    if current_user.is_authenticated:
+        return current_user.zone.key
+    return None
+
+
+def register_blueprints(app: Flask) -> None:
+    """Mount each feature's blueprint."""
+    from tracker.actions.views import bp as actions_bp
+    from tracker.admin.views import bp as admin_bp
+    from tracker.auth.views import bp as auth_bp
+
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(actions_bp)
+    app.register_blueprint(admin_bp)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    """Render 400/403/404/500 with the site's layout."""
+
+    def render_error(error: Any) -> tuple[str, int]:
+        code = getattr(error, "code", 500) or 500
+        if code == 500:
+            db.session.rollback()
+        return render_template("errors/error.html", code=code, error=error), code
+
+    for code in (400, 403, 404, 405, 413, 500):
+        app.register_error_handler(code, render_error)
+
+
+def register_template_helpers(app: Flask) -> None:
+    """Expose the permission check and enums to templates."""
+    from tracker import labels, permissions
+    from tracker.models import Role, Status
+
+    app.jinja_env.globals.update(
+        Perm=permissions.Perm,
+        Role=Role,
+        Status=Status,
+        role_label=labels.role_label,
+        status_label=labels.status_label,
+        current_locale_code=labels.locale_code,
+        current_locale_rtl=labels.locale_is_rtl,
+    )
+
+    @app.context_processor
+    def inject() -> dict[str, Any]:
+        return {"can": lambda perm, obj=None: permissions.can(current_user, perm, obj)}
+
+
+def register_commands(app: Flask) -> None:
+    """Register the `flask tracker …` command group."""
+    from tracker.cli import tracker_cli
+
+    app.cli.add_command(tracker_cli)

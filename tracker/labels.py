@@ -1,0 +1,42 @@
+"""Translatable names for the stored enum values, for pages, mail and exports."""
+
+from flask_babel import get_locale
+from flask_babel import lazy_gettext as _l
+
+from tracker.models import Role, Status
+
+ROLE_LABELS = {
+    Role.ADMIN: _l("Administrator"),
+    Role.REVIEWER: _l("Reviewer"),
+    Role.MANAGER: _l("Manager"),
+    Role.FOCAL_POINT: _l("Focal point"),
+}
+
+STATUS_LABELS = {
+    Status.NOT_STARTED: _l("Not started"),
+    Status.IN_PROGRESS: _l("In progress"),
+    Status.BLOCKED: _l("Blocked"),
+    Status.COMPLETED: _l("Completed, awaiting verification"),
+    Status.VERIFIED: _l("Verified"),
+    Status.CANCELLED: _l("Cancelled"),
+}
+
+
+def role_label(value: str) -> str:
+    """The name of a role in the current language."""
+    return str(ROLE_LABELS[Role(value)])
+
+
+def status_label(value: str) -> str:
+    """The name of a status in the current language."""
+    return str(STATUS_LABELS[Status(value)])
+
+
+def locale_code() -> str:
+    """The current locale as a BCP 47 tag for the lang attribute, e.g. ``en`` or ``pt-BR``."""
+    return str(get_locale()).replace("_", "-")
+
+
+def locale_is_rtl() -> bool:
+    """True when the current locale is written right to left."""
+    return get_locale().character_order == "right-to-left"

@@ -1,0 +1,422 @@
+"""The domain model: offices, people, recommendations, action items, their history, the outbox.
+
+Datetimes are stored in UTC (columns ending in ``_at``); deadlines are dates in the office's zone.
+Rules the database can hold (unique keys, checks, foreign keys) live here, in the schema.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from datetime import UTC, date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from flask_login import UserMixin
+from sqlalchemy import event
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from tracker.extensions import db
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC (used as a callable column default)."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """A UTC timestamp: stored naive on every backend, always returned timezone-aware."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given for a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _in(column: str, values: enum.EnumMeta) -> str:
+    """SQL for a CHECK that keeps ``column`` within the values of a string enum."""
+    listed = ", ".join(f"'{member.value}'" for member in values)  # type: ignore[attr-defined]
+    return f"{column} IN ({listed})"
+
+
+class Role(enum.StrEnum):
+    """What a user does in the programme; permissions.py says what each may do."""
+
+    ADMIN = "admin"
+    REVIEWER = "reviewer"
+    MANAGER = "manager"
+    FOCAL_POINT = "focal_point"
+
+
+class Status(enum.StrEnum):
+    """Where an action item stands; the workflow says who may move it where."""
+
+    NOT_STARTED = "not_started"
+    IN_PROGRESS = "in_progress"
+    BLOCKED = "blocked"
+    COMPLETED = "completed"  # reported done, awaiting verification
+    VERIFIED = "verified"  # closed by a reviewer
+    CANCELLED = "cancelled"
+
+
+#: Statuses in which an item no longer counts as overdue.
+CLOSED_STATUSES = frozenset({Status.COMPLETED, Status.VERIFIED, Status.CANCELLED})
+
+
+class Priority(enum.StrEnum):
+    """How urgent a recommendation is."""
+
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+class ResponseKind(enum.StrEnum):
+    """An office's position on a recommendation, kept apart from implementation."""
+
+    ACCEPTED = "accepted"
+    PARTIALLY_ACCEPTED = "partially_accepted"
+    NOTED = "noted"  # noted, not accepted
+    NOT_APPLICABLE = "not_applicable"
+
+
+class NotificationKind(enum.StrEnum):
+    """Every kind of mail that leaves through the outbox."""
+
+    DUE_SOON = "due_soon"
+    OVERDUE = "overdue"
+    ESCALATION = "escalation"
+    STALE = "stale"
+    DIGEST = "digest"
+    ASSIGNMENT = "assignment"
+    SENT_BACK = "sent_back"
+    VERIFIED = "verified"
+    REVIEW_QUEUE = "review_queue"
+    INVITATION = "invitation"
+    PASSWORD_RESET = "password_reset"
+
+
+class NotificationState(enum.StrEnum):
+    """Where an outbox row is in its delivery."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class Office(db.Model):
+    """A participating office, e.g. the Intellectual Property Office of Singapore (SG)."""
+
+    __tablename__ = "office"
+    __table_args__ = (sa.CheckConstraint("code = upper(code)", name="code_upper"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: ISO 3166 alpha-2 code of the country, e.g. ``SG``.
+    code: Mapped[str] = mapped_column(sa.String(8), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    country: Mapped[str] = mapped_column(sa.String(100))
+    #: IANA time zone; reminders go out in the recipients' morning, deadlines fall in this zone.
+    timezone: Mapped[str] = mapped_column(sa.String(64))
+    #: Default language of the office's users (a locale code such as ``en``).
+    language: Mapped[str] = mapped_column(sa.String(8), default="en")
+    active: Mapped[bool] = mapped_column(default=True)
+
+    users: Mapped[list[User]] = relationship(back_populates="office")
+
+    @validates("timezone")
+    def _check_timezone(self, key: str, value: str) -> str:
+        ZoneInfo(value)  # raises for an unknown zone
+        return value
+
+    def today(self, now: datetime) -> date:
+        """The date it is in this office at the moment ``now``."""
+        return now.astimezone(ZoneInfo(self.timezone)).date()
+
+    def __repr__(self) -> str:
+        return f"<Office {self.code}>"
+
+
+class User(UserMixin, db.Model):
+    """A person who signs in: admin, reviewer, manager or focal point."""
+
+    __tablename__ = "user_account"
+    __table_args__ = (
+        sa.CheckConstraint("email = lower(email)", name="email_lower"),
+        sa.CheckConstraint(_in("role", Role), name="role_known"),
+        # A focal point belongs to an office; admins and reviewers are programme staff.
+        sa.CheckConstraint("role <> 'focal_point' OR office_id IS NOT NULL", name="focal_point_has_office"),
+        sa.CheckConstraint(
+            "role NOT IN ('admin', 'reviewer') OR office_id IS NULL", name="staff_without_office"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: Stored lower-cased, which makes the unique key case-insensitive.
+    email: Mapped[str] = mapped_column(sa.String(254), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    #: werkzeug scrypt hash; None until an invited user sets a password.
+    password_hash: Mapped[str | None] = mapped_column(sa.String(255))
+    role: Mapped[str] = mapped_column(sa.String(20))
+    #: The office of a focal point or office manager; None for programme-wide roles.
+    office_id: Mapped[int | None] = mapped_column(sa.ForeignKey("office.id"), index=True)
+    #: Preferred language; None means the office's, else the browser's.
+    language: Mapped[str | None] = mapped_column(sa.String(8))
+    #: IANA time zone override; None means the office's zone (UTC without an office).
+    timezone: Mapped[str | None] = mapped_column(sa.String(64))
+    active: Mapped[bool] = mapped_column(default=True)
+    #: Part of the session identity; rotated on password change so other sessions end.
+    session_token: Mapped[str] = mapped_column(sa.String(64), default=lambda: secrets.token_urlsafe(32))
+    # Notification preferences (overdue, escalation and "sent back" mail cannot be switched off).
+    notify_due_soon: Mapped[bool] = mapped_column(default=True)
+    notify_stale: Mapped[bool] = mapped_column(default=True)
+    notify_digest: Mapped[bool] = mapped_column(default=True)
+    notify_assignment: Mapped[bool] = mapped_column(default=True)
+    notify_verified: Mapped[bool] = mapped_column(default=True)
+    notify_review_queue: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    office: Mapped[Office | None] = relationship(back_populates="users")
+
+    @validates("email")
+    def _normalise_email(self, key: str, value: str) -> str:
+        return normalise_email(value)
+
+    @validates("role")
+    def _check_role(self, key: str, value: str) -> str:
+        return Role(value).value
+
+    @validates("timezone")
+    def _check_timezone(self, key: str, value: str | None) -> str | None:
+        if value:
+            ZoneInfo(value)
+        return value or None
+
+    def set_password(self, password: str) -> None:
+        """Hash and store a new password, ending the user's other sessions."""
+        self.password_hash = generate_password_hash(password, method="scrypt")
+        self.session_token = secrets.token_urlsafe(32)
+
+    def check_password(self, password: str) -> bool:
+        """True if ``password`` matches the stored hash."""
+        return bool(self.password_hash) and check_password_hash(self.password_hash, password)
+
+    def get_id(self) -> str:
+        """Flask-Login identity: the id and the session token, so a rotated token signs out."""
+        return f"{self.id}:{self.session_token}"
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login refuses inactive users
+        return self.active
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The time zone in which to show this user times: override, office, else UTC."""
+        name = self.timezone or (self.office.timezone if self.office else None) or "UTC"
+        return ZoneInfo(name)
+
+    def __repr__(self) -> str:
+        return f"<User {self.email} {self.role}>"
+
+
+def normalise_email(value: str) -> str:
+    """The canonical form of an email address: trimmed and lower-cased."""
+    return value.strip().lower()
+
+
+class Source(db.Model):
+    """Where recommendations come from: a meeting, an evaluation, a review."""
+
+    __tablename__ = "source"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(sa.String(300), unique=True)
+    place: Mapped[str | None] = mapped_column(sa.String(200))
+    starts_on: Mapped[date | None]
+    ends_on: Mapped[date | None]
+
+    recommendations: Mapped[list[Recommendation]] = relationship(back_populates="source")
+
+
+class Recommendation(db.Model):
+    """A recommendation that offices respond to and act on."""
+
+    __tablename__ = "recommendation"
+    __table_args__ = (sa.CheckConstraint(_in("priority", Priority), name="priority_known"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int] = mapped_column(sa.ForeignKey("source.id"), index=True)
+    #: Stable human reference, e.g. ``R-2023-04``.
+    code: Mapped[str] = mapped_column(sa.String(32), unique=True)
+    title: Mapped[str] = mapped_column(sa.String(300))
+    text: Mapped[str] = mapped_column(sa.Text)
+    theme: Mapped[str] = mapped_column(sa.String(100), index=True)
+    priority: Mapped[str] = mapped_column(sa.String(10), default=Priority.MEDIUM.value)
+    target_date: Mapped[date | None]
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    source: Mapped[Source] = relationship(back_populates="recommendations")
+    action_items: Mapped[list[ActionItem]] = relationship(back_populates="recommendation")
+
+    def __repr__(self) -> str:
+        return f"<Recommendation {self.code}>"
+
+
+class OfficeResponse(db.Model):
+    """One office's position on one recommendation, with a comment."""
+
+    __tablename__ = "office_response"
+    __table_args__ = (
+        sa.UniqueConstraint("recommendation_id", "office_id"),
+        sa.CheckConstraint(_in("response", ResponseKind), name="response_known"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    recommendation_id: Mapped[int] = mapped_column(sa.ForeignKey("recommendation.id"))
+    office_id: Mapped[int] = mapped_column(sa.ForeignKey("office.id"), index=True)
+    response: Mapped[str] = mapped_column(sa.String(20))
+    comment: Mapped[str | None] = mapped_column(sa.Text)
+    responded_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user_account.id"))
+    responded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    recommendation: Mapped[Recommendation] = relationship()
+    office: Mapped[Office] = relationship()
+    responded_by: Mapped[User | None] = relationship()
+
+
+class ActionItem(db.Model):
+    """One office's action towards a recommendation, with an owner and a deadline."""
+
+    __tablename__ = "action_item"
+    __table_args__ = (
+        sa.CheckConstraint("progress >= 0 AND progress <= 100", name="progress_range"),
+        sa.CheckConstraint(_in("status", Status), name="status_known"),
+        # The matrix and the office pages group by (recommendation, office).
+        sa.Index(None, "recommendation_id", "office_id"),
+        # Office lists and the scheduler filter by office and status, ordered by deadline.
+        sa.Index(None, "office_id", "status", "deadline"),
+        sa.Index(None, "status", "deadline"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    recommendation_id: Mapped[int] = mapped_column(sa.ForeignKey("recommendation.id"))
+    office_id: Mapped[int] = mapped_column(sa.ForeignKey("office.id"))
+    title: Mapped[str] = mapped_column(sa.String(300))
+    description: Mapped[str | None] = mapped_column(sa.Text)
+    #: None while the office has not named an owner yet.
+    owner_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user_account.id"), index=True)
+    deputy_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user_account.id"), index=True)
+    #: A date in the office's time zone.
+    deadline: Mapped[date]
+    status: Mapped[str] = mapped_column(sa.String(20), default=Status.NOT_STARTED.value)
+    #: Percent done, 0 to 100.
+    progress: Mapped[int] = mapped_column(default=0)
+    #: Optimistic-lock counter: a save based on an older version is refused.
+    version: Mapped[int] = mapped_column(default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Time of the last change to the item (the "stale" reminder looks at it).
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    recommendation: Mapped[Recommendation] = relationship(back_populates="action_items")
+    office: Mapped[Office] = relationship()
+    owner: Mapped[User | None] = relationship(foreign_keys=[owner_id])
+    deputy: Mapped[User | None] = relationship(foreign_keys=[deputy_id])
+    updates: Mapped[list[ActionUpdate]] = relationship(
+        back_populates="action_item", order_by="ActionUpdate.created_at.desc()"
+    )
+
+    __mapper_args__ = {"version_id_col": version}
+
+    @validates("status")
+    def _check_status(self, key: str, value: str) -> str:
+        return Status(value).value
+
+    def is_overdue(self, now: datetime) -> bool:
+        """Deadline passed in the office's zone and the item is still open."""
+        return self.status not in CLOSED_STATUSES and self.deadline < self.office.today(now)
+
+    def __repr__(self) -> str:
+        return f"<ActionItem {self.id} {self.status}>"
+
+
+class ActionUpdate(db.Model):
+    """One entry of an item's history, written with the change it records and never edited."""
+
+    __tablename__ = "action_update"
+    __table_args__ = (
+        sa.Index(None, "action_item_id", "created_at"),
+        sa.CheckConstraint(
+            "new_progress IS NULL OR (new_progress >= 0 AND new_progress <= 100)",
+            name="new_progress_range",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    action_item_id: Mapped[int] = mapped_column(sa.ForeignKey("action_item.id"))
+    #: None for changes made by the system (an import, the scheduler).
+    author_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user_account.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    old_status: Mapped[str | None] = mapped_column(sa.String(20))
+    new_status: Mapped[str | None] = mapped_column(sa.String(20))
+    old_progress: Mapped[int | None]
+    new_progress: Mapped[int | None]
+    old_deadline: Mapped[date | None]
+    new_deadline: Mapped[date | None]
+    note: Mapped[str | None] = mapped_column(sa.Text)
+    #: An evidence link (files are attached separately).
+    evidence_url: Mapped[str | None] = mapped_column(sa.String(2000))
+
+    action_item: Mapped[ActionItem] = relationship(back_populates="updates")
+    author: Mapped[User | None] = relationship()
+
+
+@event.listens_for(ActionUpdate, "before_update")
+def _history_is_append_only(mapper: Any, connection: Any, target: ActionUpdate) -> None:
+    raise ValueError("ActionUpdate rows are history and are never edited")
+
+
+class Notification(db.Model):
+    """The outbox: one row per (kind, recipient, period), sent by the dispatcher."""
+
+    __tablename__ = "notification"
+    __table_args__ = (
+        sa.CheckConstraint(_in("kind", NotificationKind), name="kind_known"),
+        sa.CheckConstraint(_in("state", NotificationState), name="state_known"),
+        # The dispatcher's query: pending rows whose next try has come.
+        sa.Index(
+            "ix_notification_pending",
+            "next_attempt_at",
+            postgresql_where=sa.text("state = 'pending'"),
+            sqlite_where=sa.text("state = 'pending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(20))
+    recipient_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user_account.id"), index=True)
+    #: The address resolved when the message was composed.
+    to_address: Mapped[str] = mapped_column(sa.String(254))
+    #: e.g. ``overdue:user42:2026-11-24``; inserting a key twice does nothing.
+    idempotency_key: Mapped[str] = mapped_column(sa.String(200), unique=True)
+    subject: Mapped[str] = mapped_column(sa.String(300))
+    body_text: Mapped[str] = mapped_column(sa.Text)
+    body_html: Mapped[str] = mapped_column(sa.Text)
+    state: Mapped[str] = mapped_column(sa.String(10), default=NotificationState.PENDING.value)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    recipient: Mapped[User | None] = relationship()

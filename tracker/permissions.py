@@ -1,0 +1,127 @@
+"""The one place that answers "may this user do this to that object".
+
+Views, the API, exports and mail all ask :func:`can` (or :func:`require`) for single objects and
+use :func:`office_scope_clause` to filter lists, so a list never shows what a page would refuse.
+
+Each permission maps every role to one of three answers: allowed everywhere (``ALL``), allowed
+for objects of the user's own office (``OWN``; a manager without an office is programme-wide),
+or absent (refused). Inactive and anonymous users may do nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import sqlalchemy as sa
+from flask import abort
+
+from tracker.models import ActionItem, ActionUpdate, Office, OfficeResponse, Role, User
+
+
+class Perm(enum.StrEnum):
+    """Everything a user may be allowed to do."""
+
+    VIEW_ACTION = "view_action"
+    #: Status, progress, note, evidence, and the deadline with a justification.
+    UPDATE_ACTION = "update_action"
+    #: Title, description, owner, deputy: agreeing the action plan.
+    EDIT_ACTION = "edit_action"
+    CREATE_ACTION = "create_action"
+    CANCEL_ACTION = "cancel_action"
+    VERIFY_ACTION = "verify_action"
+    VIEW_OFFICE = "view_office"
+    RESPOND = "respond"
+    VIEW_RECOMMENDATION = "view_recommendation"
+    EDIT_RECOMMENDATION = "edit_recommendation"
+    VIEW_DASHBOARD = "view_dashboard"
+    IMPORT_DATA = "import_data"
+    MANAGE_USERS = "manage_users"
+    MANAGE_OFFICES = "manage_offices"
+    MANAGE_OUTBOX = "manage_outbox"
+
+
+class Scope(enum.Enum):
+    """How far a granted permission reaches."""
+
+    ALL = "all"
+    OWN = "own_office"
+
+
+ALL, OWN = Scope.ALL, Scope.OWN
+A, R, M, F = Role.ADMIN, Role.REVIEWER, Role.MANAGER, Role.FOCAL_POINT
+
+#: permission → {role: scope}; a role that is not listed is refused.
+RULES: dict[Perm, dict[Role, Scope]] = {
+    Perm.VIEW_ACTION: {A: ALL, R: ALL, M: OWN, F: OWN},
+    Perm.UPDATE_ACTION: {A: ALL, R: ALL, F: OWN},
+    Perm.EDIT_ACTION: {A: ALL, R: ALL},
+    Perm.CREATE_ACTION: {A: ALL, R: ALL},
+    Perm.CANCEL_ACTION: {A: ALL, R: ALL},
+    Perm.VERIFY_ACTION: {A: ALL, R: ALL},
+    Perm.VIEW_OFFICE: {A: ALL, R: ALL, M: OWN, F: OWN},
+    Perm.RESPOND: {A: ALL, R: ALL, F: OWN},
+    Perm.VIEW_RECOMMENDATION: {A: ALL, R: ALL, M: ALL, F: ALL},
+    Perm.EDIT_RECOMMENDATION: {A: ALL, R: ALL},
+    # Everyone has a dashboard; its figures are filtered by office_scope_clause().
+    Perm.VIEW_DASHBOARD: {A: ALL, R: ALL, M: ALL, F: ALL},
+    Perm.IMPORT_DATA: {A: ALL, R: ALL},
+    Perm.MANAGE_USERS: {A: ALL},
+    Perm.MANAGE_OFFICES: {A: ALL},
+    Perm.MANAGE_OUTBOX: {A: ALL},
+}
+
+
+def office_of(obj: Any) -> int:
+    """The id of the office an object belongs to (for OWN-scoped permissions)."""
+    if isinstance(obj, Office):
+        return obj.id
+    if isinstance(obj, ActionItem | OfficeResponse):
+        return obj.office_id
+    if isinstance(obj, ActionUpdate):
+        return obj.action_item.office_id
+    raise TypeError(f"{type(obj).__name__} does not belong to an office")
+
+
+def office_scope(user: User | Any) -> frozenset[int] | None:
+    """The offices whose data the user may read: None for all, else a (possibly empty) set."""
+    if not _usable(user):
+        return frozenset()
+    if user.role == Role.FOCAL_POINT or (user.role == Role.MANAGER and user.office_id):
+        return frozenset({user.office_id})
+    return None
+
+
+def can(user: User | Any, perm: Perm, obj: Any = None) -> bool:
+    """May ``user`` do ``perm`` to ``obj``? ``obj`` is required for OWN-scoped grants."""
+    if not _usable(user):
+        return False
+    scope = RULES[perm].get(Role(user.role))
+    if scope is None:
+        return False
+    if scope is ALL:
+        return True
+    if obj is None:
+        raise TypeError(f"{perm} needs the object it applies to")
+    offices = office_scope(user)
+    return offices is None or office_of(obj) in offices
+
+
+def require(user: User | Any, perm: Perm, obj: Any = None, *, hide: bool = False) -> None:
+    """Abort with 403, or with 404 when ``hide`` is set so that existence does not leak."""
+    if not can(user, perm, obj):
+        abort(404 if hide else 403)
+
+
+def office_scope_clause(user: User | Any, office_id_column: Any) -> sa.ColumnElement[bool]:
+    """A WHERE clause keeping the rows of the offices the user may read."""
+    offices = office_scope(user)
+    if offices is None:
+        return sa.true()
+    if not offices:
+        return sa.false()
+    return office_id_column.in_(sorted(offices))
+
+
+def _usable(user: Any) -> bool:
+    return bool(user is not None and getattr(user, "is_authenticated", False) and user.active)
