@@ -67,6 +67,8 @@ class Config:
     WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session
 
     TRACKER_PAGE_SIZE = _env_int("TRACKER_PAGE_SIZE", 50)
+    #: How many reverse proxies in front of the app set X-Forwarded-* headers (0: trust none).
+    TRACKER_PROXIES = _env_int("TRACKER_PROXIES", 0)
 
     @staticmethod
     def check(settings: Mapping[str, Any]) -> None:

@@ -92,3 +92,19 @@ def test_the_factory_touches_nothing_and_sqlite_folder_comes_at_first_use(tmp_pa
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         db.engine.dispose()
     assert (tmp_path / "deep" / "er" / "t.db").is_file()
+
+
+def test_behind_a_proxy_the_forwarded_scheme_and_host_are_used():
+    app = create_app({"TRACKER_PROXIES": 1})
+    seen: dict = {}
+    app.wsgi_app.app = lambda env, start: seen.update(env) or []  # what Flask would receive
+    environ = {
+        "wsgi.url_scheme": "http",
+        "HTTP_HOST": "internal:8000",
+        "HTTP_X_FORWARDED_PROTO": "https",
+        "HTTP_X_FORWARDED_HOST": "tracker.example.org",
+        "REMOTE_ADDR": "10.0.0.1",
+    }
+    app.wsgi_app(environ, lambda *args: None)
+    assert seen["wsgi.url_scheme"] == "https" and seen["HTTP_HOST"] == "tracker.example.org"
+    assert not hasattr(create_app().wsgi_app, "x_proto")  # trusted only when configured

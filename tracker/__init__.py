@@ -13,6 +13,7 @@ from flask_login import current_user
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import ConfigError, config_from_environment
 from tracker.extensions import babel, csrf, db, login_manager, mail, migrate
@@ -31,6 +32,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.update(test_config)
     config_class.check(app.config)
     app.config["SQLALCHEMY_DATABASE_URI"] = database_url(app.config["SQLALCHEMY_DATABASE_URI"])
+
+    if app.config["TRACKER_PROXIES"]:
+        n = app.config["TRACKER_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
 
     register_extensions(app)
     register_blueprints(app)
