@@ -67,6 +67,12 @@ class Config:
     WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session
 
     TRACKER_PAGE_SIZE = _env_int("TRACKER_PAGE_SIZE", 50)
+    #: Sign-in attempts allowed per client address (Flask-Limiter notation).
+    TRACKER_LOGIN_RATE_LIMIT = os.environ.get("TRACKER_LOGIN_RATE_LIMIT", "20 per minute; 200 per hour")
+    #: Where the rate limiter counts: memory:// is per process; use redis://host:6379 with
+    #: several workers or hosts.
+    RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
+    RATELIMIT_HEADERS_ENABLED = True
     #: How many reverse proxies in front of the app set X-Forwarded-* headers (0: trust none).
     TRACKER_PROXIES = _env_int("TRACKER_PROXIES", 0)
 
@@ -88,6 +94,7 @@ class TestingConfig(Config):
     SECRET_KEY = "testing-secret-key"
     SQLALCHEMY_DATABASE_URI = "sqlite://"
     MAIL_SERVER = None
+    TRACKER_LOGIN_RATE_LIMIT = "1000 per minute"  # the suite signs in often; one test lowers it
 
 
 class ProductionConfig(Config):

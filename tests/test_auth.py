@@ -134,3 +134,20 @@ def test_last_login_is_recorded(app, client, world):
     with app.app_context():
         user = db.session.get(User, world.user_ids["reviewer"])
         assert user.last_login_at is not None
+
+
+def test_sign_in_attempts_are_rate_limited(app, client, world):
+    from tracker.extensions import limiter
+
+    app.config["TRACKER_LOGIN_RATE_LIMIT"] = "3 per minute"
+    limiter.reset()
+    try:
+        for _ in range(3):
+            assert login(client, world.users["focal_sg"], "wrong-password").status_code == 200
+        blocked = login(client, world.users["focal_sg"], PASSWORD)
+        assert blocked.status_code == 429
+        assert "Too many attempts" in blocked.text and "Retry-After" in blocked.headers
+        assert client.get("/auth/login").status_code == 200  # the form itself stays reachable
+    finally:
+        app.config["TRACKER_LOGIN_RATE_LIMIT"] = "1000 per minute"
+        limiter.reset()

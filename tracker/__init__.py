@@ -16,7 +16,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import ConfigError, config_from_environment
-from tracker.extensions import babel, csrf, db, login_manager, mail, migrate
+from tracker.extensions import babel, csrf, db, limiter, login_manager, mail, migrate
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ def register_extensions(app: Flask) -> None:
         event.listen(db.engine, "connect", _sqlite_pragmas)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True, compare_type=True)
     csrf.init_app(app)
+    limiter.init_app(app)
     mail.init_app(app)
     babel.init_app(app, locale_selector=select_locale, timezone_selector=select_timezone)
 
@@ -135,7 +136,7 @@ def register_errorhandlers(app: Flask) -> None:
             db.session.rollback()
         return render_template("errors/error.html", code=code, error=error), code
 
-    for code in (400, 403, 404, 405, 413, 500):
+    for code in (400, 403, 404, 405, 413, 429, 500):
         app.register_error_handler(code, render_error)
 
 

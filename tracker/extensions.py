@@ -1,6 +1,8 @@
 """The Flask extensions, created unbound; create_app() binds them to an application."""
 
 from flask_babel import Babel
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_mail import Mail
 from flask_migrate import Migrate
@@ -31,3 +33,5 @@ login_manager = LoginManager()
 mail = Mail()
 csrf = CSRFProtect()
 babel = Babel()
+# Keyed by client address (the real one behind proxies: see TRACKER_PROXIES).
+limiter = Limiter(get_remote_address)

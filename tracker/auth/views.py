@@ -2,19 +2,20 @@
 
 from datetime import UTC, datetime
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_required, login_user, logout_user
 from werkzeug.wrappers import Response
 
 from tracker.auth import services
 from tracker.auth.forms import LoginForm, PasswordChangeForm
-from tracker.extensions import db
+from tracker.extensions import db, limiter
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(lambda: current_app.config["TRACKER_LOGIN_RATE_LIMIT"], methods=["POST"])
 def login() -> Response | str:
     """Show the sign-in form; sign the user in on a correct email and password."""
     if current_user.is_authenticated:
