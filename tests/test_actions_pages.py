@@ -158,3 +158,24 @@ def test_pages_run_a_bounded_number_of_statements(app, world, login_as, count_qu
         db.session.commit()
     assert statements() == small
     assert small <= 6
+
+
+def test_due_soon_clause_uses_the_office_day(app, world):
+    """Deadline 2026-11-24: due soon from 14 days before it, through the deadline day itself."""
+    from tracker.actions.services import due_soon_clause
+
+    def due_soon(now: datetime) -> set[str]:
+        query = sa.select(Office.code).select_from(ActionItem).join(ActionItem.office)
+        return set(db.session.scalars(query.where(due_soon_clause(now, 14))))
+
+    with app.app_context():
+        assert due_soon(datetime(2026, 11, 9, 12, tzinfo=UTC)) == set()  # 15 days before
+        assert due_soon(datetime(2026, 11, 10, 12, tzinfo=UTC)) == {"SG", "MY"}
+        assert due_soon(datetime(2026, 11, 24, 12, tzinfo=UTC)) == {"SG", "MY"}
+        assert due_soon(datetime(2026, 11, 24, 17, tzinfo=UTC)) == set()  # the 25th in SG and MY
+
+
+def test_filter_by_recommendation(app, world, login_as):
+    c = login_as(world.users["reviewer"])
+    assert "2 actions" in c.get("/", query_string={"recommendation": "R-1"}).text
+    assert "0 actions" in c.get("/", query_string={"recommendation": "R-404"}).text

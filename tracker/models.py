@@ -244,6 +244,8 @@ class Source(db.Model):
     place: Mapped[str | None] = mapped_column(sa.String(200))
     starts_on: Mapped[date | None]
     ends_on: Mapped[date | None]
+    #: Set when archived: hidden from choices and default lists, kept for history.
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     recommendations: Mapped[list[Recommendation]] = relationship(back_populates="source")
 
@@ -263,6 +265,8 @@ class Recommendation(db.Model):
     theme: Mapped[str] = mapped_column(sa.String(100), index=True)
     priority: Mapped[str] = mapped_column(sa.String(10), default=Priority.MEDIUM.value)
     target_date: Mapped[date | None]
+    #: Set when archived: left out of default lists and the dashboard, kept for history.
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -379,11 +383,34 @@ class ActionUpdate(db.Model):
 
     action_item: Mapped[ActionItem] = relationship(back_populates="updates")
     author: Mapped[User | None] = relationship()
+    files: Mapped[list[EvidenceFile]] = relationship(back_populates="update", order_by="EvidenceFile.id")
 
 
 @event.listens_for(ActionUpdate, "before_update")
 def _history_is_append_only(mapper: Any, connection: Any, target: ActionUpdate) -> None:
     raise ValueError("ActionUpdate rows are history and are never edited")
+
+
+class EvidenceFile(db.Model):
+    """A file uploaded as evidence with an update; stored under instance/ with a random name."""
+
+    __tablename__ = "evidence_file"
+    __table_args__ = (sa.CheckConstraint("size >= 0", name="size_positive"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    action_update_id: Mapped[int] = mapped_column(sa.ForeignKey("action_update.id"), index=True)
+    #: Copied from the update's item so that the permission check needs no join.
+    action_item_id: Mapped[int] = mapped_column(sa.ForeignKey("action_item.id"), index=True)
+    #: The name the user gave the file (shown and used for downloads, never for storage).
+    filename: Mapped[str] = mapped_column(sa.String(255))
+    #: Random name on disk under instance/uploads/.
+    stored_name: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    content_type: Mapped[str] = mapped_column(sa.String(100))
+    size: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    update: Mapped[ActionUpdate] = relationship(back_populates="files")
+    action_item: Mapped[ActionItem] = relationship()
 
 
 class Notification(db.Model):

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import abort
 
-from tracker.models import ActionItem, ActionUpdate, Office, OfficeResponse, Role, User
+from tracker.models import ActionItem, ActionUpdate, EvidenceFile, Office, OfficeResponse, Role, User
 
 
 class Perm(enum.StrEnum):
@@ -78,7 +78,7 @@ def office_of(obj: Any) -> int:
         return obj.id
     if isinstance(obj, ActionItem | OfficeResponse):
         return obj.office_id
-    if isinstance(obj, ActionUpdate):
+    if isinstance(obj, ActionUpdate | EvidenceFile):
         return obj.action_item.office_id
     raise TypeError(f"{type(obj).__name__} does not belong to an office")
 

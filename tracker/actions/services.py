@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -10,25 +10,39 @@ from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy.orm import joinedload, selectinload
 
 from tracker.extensions import db
-from tracker.models import CLOSED_STATUSES, ActionItem, ActionUpdate, Office, User
+from tracker.models import CLOSED_STATUSES, ActionItem, ActionUpdate, Office, Recommendation, User
 from tracker.permissions import Perm, can, office_scope_clause
 
 _CLOSED = sorted(s.value for s in CLOSED_STATUSES)
 
 
-def overdue_clause(now: datetime) -> sa.ColumnElement[bool]:
-    """SQL twin of ActionItem.is_overdue: needs ActionItem joined to its Office.
+def office_today(now: datetime, plus_days: int = 0) -> sa.ColumnElement[date]:
+    """SQL for "today (plus some days) in the office's time zone"; needs Office in the query.
 
-    The office's local date differs by zone, so it is computed once per distinct zone (a handful)
-    and chosen with a CASE, which keeps the filter in SQL however many items there are.
+    The local date differs by zone, so it is computed once per distinct zone (a handful, one
+    query) and chosen with a CASE, which keeps filters in SQL however many items there are.
     """
     zones = db.session.scalars(sa.select(Office.timezone).distinct()).all()
+    shift = timedelta(days=plus_days)
     if not zones:
-        return sa.false()
-    local_today = sa.case(
-        {zone: now.astimezone(ZoneInfo(zone)).date() for zone in zones}, value=Office.timezone
+        return sa.literal(now.date() + shift)
+    return sa.case(
+        {zone: now.astimezone(ZoneInfo(zone)).date() + shift for zone in zones}, value=Office.timezone
     )
-    return sa.and_(ActionItem.status.not_in(_CLOSED), ActionItem.deadline < local_today)
+
+
+def overdue_clause(now: datetime) -> sa.ColumnElement[bool]:
+    """SQL twin of ActionItem.is_overdue: needs ActionItem joined to its Office."""
+    return sa.and_(ActionItem.status.not_in(_CLOSED), ActionItem.deadline < office_today(now))
+
+
+def due_soon_clause(now: datetime, days: int = 14) -> sa.ColumnElement[bool]:
+    """Open items due today or within ``days`` days in the office's zone; needs Office joined."""
+    return sa.and_(
+        ActionItem.status.not_in(_CLOSED),
+        ActionItem.deadline >= office_today(now),
+        ActionItem.deadline <= office_today(now, days),
+    )
 
 
 def visible_actions(user: User) -> sa.Select[tuple[ActionItem]]:
@@ -36,6 +50,7 @@ def visible_actions(user: User) -> sa.Select[tuple[ActionItem]]:
     return (
         sa.select(ActionItem)
         .join(ActionItem.office)
+        .join(ActionItem.recommendation)
         .where(office_scope_clause(user, ActionItem.office_id))
         .options(
             joinedload(ActionItem.office),
@@ -54,6 +69,7 @@ def list_actions(
     office_code: str | None = None,
     status: str | None = None,
     overdue_only: bool = False,
+    recommendation_code: str | None = None,
 ) -> Pagination:
     """One page of the items the user may see: open items first, then by deadline."""
     query = visible_actions(user)
@@ -61,6 +77,8 @@ def list_actions(
         query = query.where(Office.code == office_code.upper())
     if status:
         query = query.where(ActionItem.status == status)
+    if recommendation_code:
+        query = query.where(Recommendation.code == recommendation_code)
     if overdue_only:
         query = query.where(overdue_clause(now))
     query = query.order_by(

@@ -21,6 +21,7 @@ def home() -> str:
         status = None
     office = request.args.get("office") or None
     overdue_only = request.args.get("overdue") == "1"
+    recommendation = request.args.get("recommendation") or None
     page = services.list_actions(
         current_user,
         now,
@@ -29,13 +30,19 @@ def home() -> str:
         office_code=office,
         status=status,
         overdue_only=overdue_only,
+        recommendation_code=recommendation,
     )
     return render_template(
         "actions/home.html",
         page=page,
         now=now,
         offices=services.visible_offices(current_user),
-        filters={"office": office or "", "status": status or "", "overdue": overdue_only},
+        filters={
+            "office": office or "",
+            "status": status or "",
+            "overdue": overdue_only,
+            "recommendation": recommendation or "",
+        },
     )
 
 
