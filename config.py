@@ -67,6 +67,12 @@ class Config:
     WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session
 
     TRACKER_PAGE_SIZE = _env_int("TRACKER_PAGE_SIZE", 50)
+    #: Evidence files: where they are kept, the size of one file, how many one update may carry.
+    TRACKER_UPLOAD_DIR = os.environ.get("TRACKER_UPLOAD_DIR") or str(INSTANCE_DIR / "uploads")
+    TRACKER_MAX_UPLOAD_BYTES = _env_int("TRACKER_MAX_UPLOAD_MB", 10) * 1024 * 1024
+    TRACKER_MAX_FILES_PER_UPDATE = 5
+    # The whole request: every file at its largest, plus the form.
+    MAX_CONTENT_LENGTH = TRACKER_MAX_FILES_PER_UPDATE * TRACKER_MAX_UPLOAD_BYTES + 1024 * 1024
     #: Sign-in attempts allowed per client address (Flask-Limiter notation).
     TRACKER_LOGIN_RATE_LIMIT = os.environ.get("TRACKER_LOGIN_RATE_LIMIT", "20 per minute; 200 per hour")
     #: Where the rate limiter counts: memory:// is per process; use redis://host:6379 with

@@ -48,8 +48,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 
 
 @pytest.fixture(scope="session")
-def _session_app(database_url: str) -> Iterator[Flask]:
-    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url})
+def _session_app(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
+    app = create_app(
+        {
+            "SQLALCHEMY_DATABASE_URI": database_url,
+            "TRACKER_UPLOAD_DIR": str(tmp_path_factory.mktemp("uploads")),
+        }
+    )
     with app.app_context():
         db.drop_all()
         db.create_all()
@@ -118,6 +123,7 @@ class World:
     users: dict[str, str] = field(default_factory=dict)  # label → email
     user_ids: dict[str, int] = field(default_factory=dict)
     items: dict[str, int] = field(default_factory=dict)  # office code → an item id
+    files: dict[str, int] = field(default_factory=dict)  # office code → an evidence file id
     recommendation_id: int = 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from datetime import date
 from collections.abc import Iterator
 
 import pytest
@@ -13,7 +14,11 @@ from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 
 from tracker import create_app
+from tracker.demo import seed_demo
 from tracker.extensions import db
+from tracker.models import ActionItem
+
+FIRST = "77cf284faab4"  # the initial schema
 
 
 @pytest.fixture
@@ -48,11 +53,21 @@ def test_upgrade_matches_models_and_downgrade_upgrade_works(empty_database):
     app = create_app({"SQLALCHEMY_DATABASE_URI": empty_database})
     with app.app_context():
         upgrade()
+        seed_demo(date(2026, 11, 24), "demo-password-x")  # rows in the tables while they change
+        db.session.commit()
+        db.session.remove()
+        downgrade(revision=FIRST)  # SQLite rebuilds referenced tables here
+        upgrade()
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(ActionItem)) > 100
+        db.session.remove()
         with db.engine.connect() as conn:
             assert _differences(conn) == []
             assert _tables(conn) == set(db.metadata.tables)
             indexes = {ix["name"] for ix in sa.inspect(conn).get_indexes("notification")}
             assert "ix_notification_pending" in indexes
+        with db.engine.begin() as conn:  # base means no tables: empty them first
+            for table in reversed(db.metadata.sorted_tables):
+                conn.execute(table.delete())
         downgrade(revision="base")
         with db.engine.connect() as conn:
             assert _tables(conn) == set()

@@ -107,6 +107,7 @@ def _url_for_rule(rule, world) -> str:
         "recommendation_id": world.recommendation_id,
         "user_id": world.user_ids["focal_my"],
         "filename": "x.css",
+        "file_id": world.files["MY"],
     }
     missing = set(rule.arguments) - set(values)
     assert not missing, f"{rule.rule}: teach this test what {missing} means"
@@ -116,7 +117,32 @@ def _url_for_rule(rule, world) -> str:
     return url
 
 
+def _add_evidence(app, world) -> None:
+    """An evidence file on each office's item, so that file URLs are tried too."""
+    from tracker.actions import evidence
+    from tracker.models import EvidenceFile
+
+    world.files = {}
+    with app.app_context():
+        for code in ("SG", "MY"):
+            item = db.session.get(ActionItem, world.items[code])
+            stored = evidence.store(evidence.CheckedFile(f"{code}.txt", "text/plain", b"proof " + code.encode()))
+            record = EvidenceFile(
+                update=item.updates[0],
+                action_item=item,
+                filename=f"{code}.txt",
+                stored_name=stored,
+                content_type="text/plain",
+                size=8,
+            )
+            db.session.add(record)
+            db.session.flush()
+            world.files[code] = record.id
+        db.session.commit()
+
+
 def test_focal_point_of_sg_cannot_see_or_change_malaysia_by_any_url(app, world, login_as):
+    _add_evidence(app, world)
     c = login_as(world.users["focal_sg"])
     token = csrf_token(c.get("/").text)
     with app.app_context():
@@ -149,5 +175,7 @@ def test_focal_point_of_sg_cannot_see_or_change_malaysia_by_any_url(app, world, 
         after = db.session.get(ActionItem, world.items["MY"])
         assert (after.version, after.status, after.progress, after.deadline, after.owner_id) == snapshot
         assert db.session.scalar(sa.select(sa.func.count()).select_from(ActionUpdate)) == history
-    # And the SG item is there for them, so the refusals above are not an empty page.
+    # And the SG item and file are there for them, so the refusals above are not an empty page.
     assert "E-filing for SG" in c.get(f"/actions/{world.items['SG']}").text
+    with c.get(f"/evidence/{world.files['SG']}") as download:
+        assert download.data == b"proof SG"

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app, render_template, request
+from flask import Flask, current_app, has_request_context, render_template, request
 from flask_babel import lazy_gettext
 from flask_login import current_user
 from sqlalchemy import event
@@ -104,6 +104,8 @@ def register_extensions(app: Flask) -> None:
 def select_locale() -> str | None:
     """The page language: the user's setting, else the browser's preference, else English."""
     languages = list(current_app.config["TRACKER_LANGUAGES"])
+    if not has_request_context():  # CLI and jobs choose with flask_babel.force_locale
+        return languages[0]
     if current_user.is_authenticated and current_user.language in languages:
         return current_user.language
     return request.accept_languages.best_match(languages) or languages[0]
@@ -111,7 +113,7 @@ def select_locale() -> str | None:
 
 def select_timezone() -> str | None:
     """The zone to show times in: the user's override, else their office's, else UTC."""
-    if current_user.is_authenticated:
+    if has_request_context() and current_user.is_authenticated:
         return current_user.zone.key
     return None
 

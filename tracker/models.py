@@ -337,7 +337,7 @@ class ActionItem(db.Model):
     owner: Mapped[User | None] = relationship(foreign_keys=[owner_id])
     deputy: Mapped[User | None] = relationship(foreign_keys=[deputy_id])
     updates: Mapped[list[ActionUpdate]] = relationship(
-        back_populates="action_item", order_by="ActionUpdate.created_at.desc()"
+        back_populates="action_item", order_by="(ActionUpdate.created_at.desc(), ActionUpdate.id.desc())"
     )
 
     __mapper_args__ = {"version_id_col": version}
@@ -371,6 +371,8 @@ class ActionUpdate(db.Model):
     #: None for changes made by the system (an import, the scheduler).
     author_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user_account.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: The item's version once this change was saved: shows what a stale form missed.
+    item_version: Mapped[int | None]
     old_status: Mapped[str | None] = mapped_column(sa.String(20))
     new_status: Mapped[str | None] = mapped_column(sa.String(20))
     old_progress: Mapped[int | None]
@@ -388,7 +390,9 @@ class ActionUpdate(db.Model):
 
 @event.listens_for(ActionUpdate, "before_update")
 def _history_is_append_only(mapper: Any, connection: Any, target: ActionUpdate) -> None:
-    raise ValueError("ActionUpdate rows are history and are never edited")
+    # Also called when only a collection changed (a file attached): refuse column changes only.
+    if sa.inspect(target).session.is_modified(target, include_collections=False):
+        raise ValueError("ActionUpdate rows are history and are never edited")
 
 
 class EvidenceFile(db.Model):

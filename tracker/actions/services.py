@@ -1,17 +1,32 @@
-"""Reading action items: what a user may see, and which items are overdue."""
+"""Action items: what a user may see, which are overdue, and how they change."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from flask import current_app
+from flask_babel import gettext as _
 from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy.orm import joinedload, selectinload
+from werkzeug.datastructures import FileStorage
 
+from tracker.actions import evidence, workflow
 from tracker.extensions import db
-from tracker.models import CLOSED_STATUSES, ActionItem, ActionUpdate, Office, Recommendation, User
-from tracker.permissions import Perm, can, office_scope_clause
+from tracker.labels import status_label
+from tracker.models import (
+    CLOSED_STATUSES,
+    ActionItem,
+    ActionUpdate,
+    EvidenceFile,
+    Office,
+    Recommendation,
+    Status,
+    User,
+)
+from tracker.permissions import Perm, can, office_scope_clause, require
 
 _CLOSED = sorted(s.value for s in CLOSED_STATUSES)
 
@@ -97,7 +112,9 @@ def get_action(user: User, action_id: int) -> ActionItem | None:
             joinedload(ActionItem.recommendation),
             joinedload(ActionItem.owner),
             joinedload(ActionItem.deputy),
-            selectinload(ActionItem.updates).joinedload(ActionUpdate.author),
+            selectinload(ActionItem.updates).options(
+                joinedload(ActionUpdate.author), selectinload(ActionUpdate.files)
+            ),
         )
     )
     if item is None or not can(user, Perm.VIEW_ACTION, item):
@@ -112,3 +129,156 @@ def visible_offices(user: User) -> list[Office]:
             sa.select(Office).where(office_scope_clause(user, Office.id)).order_by(Office.code)
         )
     )
+
+
+class WorkflowError(ValueError):
+    """A change is refused; ``field`` names the form field the message belongs to."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class ConflictError(Exception):
+    """The item changed since the form was loaded; ``missed`` lists the changes, oldest first."""
+
+    def __init__(self, item: ActionItem, missed: list[ActionUpdate]) -> None:
+        super().__init__(f"action {item.id} is at version {item.version}")
+        self.item = item
+        self.missed = missed
+
+
+@dataclass
+class UpdateRequest:
+    """What an update form (or the API) asks for; None means "leave as it is"."""
+
+    version: int
+    status: str | None = None
+    progress: int | None = None
+    deadline: date | None = None
+    note: str = ""
+    evidence_url: str | None = None
+    files: list[FileStorage] = field(default_factory=list)
+
+
+def changes_since(item: ActionItem, version: int) -> list[ActionUpdate]:
+    """The history entries saved after the item was at ``version``, oldest first."""
+    return list(
+        db.session.scalars(
+            sa.select(ActionUpdate)
+            .where(ActionUpdate.action_item_id == item.id, ActionUpdate.item_version > version)
+            .options(joinedload(ActionUpdate.author))
+            .order_by(ActionUpdate.item_version)
+        )
+    )
+
+
+def record_update(actor: User, item: ActionItem, now: datetime, request: UpdateRequest) -> ActionUpdate:
+    """Apply a status/progress/deadline change with its note and evidence, and write its history.
+
+    Checks, in order: the actor may see the item (else 404), the form was based on the current
+    version (else ConflictError), the workflow allows the move for this actor, and what the move needs
+    (a note, evidence, a justification for a new deadline). Files are stored last; the caller
+    commits, and discards the update's files from disk if the commit fails.
+    """
+    require(actor, Perm.VIEW_ACTION, item, hide=True)
+    if request.version != item.version:
+        raise ConflictError(item, changes_since(item, request.version))
+
+    current = Status(item.status)
+    target = Status(request.status) if request.status else current
+    note = (request.note or "").strip()
+    evidence_url = (request.evidence_url or "").strip() or None
+    files = [f for f in request.files if f and f.filename]
+    has_evidence = bool(evidence_url or files)
+
+    if target != current:
+        move = workflow.move_for(current, target)
+        if move is None or not can(actor, move.perm, item):
+            require(actor, Perm.UPDATE_ACTION, item)  # no say at all over this item: 403
+            raise WorkflowError(
+                _(
+                    "You cannot move this action from “%(old)s” to “%(new)s”.",
+                    old=status_label(current),
+                    new=status_label(target),
+                ),
+                "status",
+            )
+        if move.needs_note and not note:
+            raise WorkflowError(_("Say why in the note."), "note")
+        if move.needs_note_or_evidence and not (note or has_evidence):
+            raise WorkflowError(_("Describe what was done in the note, or attach evidence."), "note")
+    elif not workflow.may_update_in_place(actor, item):
+        require(actor, Perm.UPDATE_ACTION, item)
+        raise WorkflowError(_("This action is closed; it can no longer be changed."), "status")
+
+    progress = item.progress if request.progress is None else request.progress
+    if not 0 <= progress <= 100:
+        raise WorkflowError(_("Progress is a percentage from 0 to 100."), "progress")
+    if target in (Status.COMPLETED, Status.VERIFIED):
+        progress = 100
+
+    deadline = request.deadline or item.deadline
+    if deadline != item.deadline:
+        if current not in workflow.OPEN:
+            raise WorkflowError(_("The deadline of a closed action cannot change."), "deadline")
+        if not can(actor, Perm.EDIT_ACTION, item) and not note:
+            raise WorkflowError(_("Give the reason for the new deadline in the note."), "note")
+
+    if (
+        target == current
+        and progress == item.progress
+        and deadline == item.deadline
+        and not (note or has_evidence)
+    ):
+        raise WorkflowError(_("Nothing to save: change something or write a note."))
+
+    most = current_app.config["TRACKER_MAX_FILES_PER_UPDATE"]
+    if len(files) > most:
+        raise WorkflowError(_("Attach at most %(num)d files at a time.", num=most), "files")
+    try:
+        checked = [evidence.check(f) for f in files]
+    except evidence.EvidenceError as exc:
+        raise WorkflowError(str(exc), "files") from None
+
+    update = ActionUpdate(
+        action_item=item,
+        author=actor,
+        created_at=now,
+        old_status=current.value,
+        new_status=target.value,
+        old_progress=item.progress,
+        new_progress=progress,
+        old_deadline=item.deadline,
+        new_deadline=deadline,
+        note=note or None,
+        evidence_url=evidence_url,
+        # The version counter moves by one when the item's row is flushed below.
+        item_version=item.version + 1,
+    )
+    item.status, item.progress, item.deadline, item.updated_at = target.value, progress, deadline, now
+    db.session.add(update)
+    for one in checked:
+        stored_name = evidence.store(one)
+        update.files.append(
+            EvidenceFile(
+                action_item=item,
+                filename=one.filename,
+                stored_name=stored_name,
+                content_type=one.content_type,
+                size=len(one.data),
+                created_at=now,
+            )
+        )
+    db.session.flush()
+    return update
+
+
+def get_evidence_file(user: User, file_id: int) -> EvidenceFile | None:
+    """An evidence file if the user may see its item; None whether missing or forbidden."""
+    query = sa.select(EvidenceFile).where(EvidenceFile.id == file_id)
+    found = db.session.scalar(query.options(joinedload(EvidenceFile.action_item)))
+    if found is None or not can(user, Perm.VIEW_ACTION, found.action_item):
+        return None
+    return found

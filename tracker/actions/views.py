@@ -1,12 +1,19 @@
-"""The home page (the actions a user may see) and the action item page."""
+"""The home page (the actions a user may see), the action page with its update form, evidence files."""
 
 from datetime import UTC, datetime
 
-from flask import Blueprint, abort, current_app, render_template, request
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
+from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
+from sqlalchemy.orm.exc import StaleDataError
+from werkzeug.wrappers import Response
 
-from tracker.actions import services
-from tracker.models import Status
+from tracker.actions import evidence, services, workflow
+from tracker.actions.forms import UpdateForm
+from tracker.extensions import db
+from tracker.labels import status_label
+from tracker.models import ActionItem, ActionUpdate, Status
 
 bp = Blueprint("actions", __name__)
 
@@ -46,11 +53,98 @@ def home() -> str:
     )
 
 
-@bp.route("/actions/<int:action_id>")
+@bp.route("/actions/<int:action_id>", methods=["GET", "POST"])
 @login_required
-def detail(action_id: int) -> str:
-    """An action item with its history; 404 when it is missing or not the user's to see."""
+def detail(action_id: int) -> ResponseReturnValue:
+    """An action item with its history and, for those who may, the update form."""
+    now = datetime.now(UTC)
     item = services.get_action(current_user, action_id)
     if item is None:
         abort(404)
-    return render_template("actions/detail.html", item=item, now=datetime.now(UTC))
+    form = UpdateForm()
+    may_update = _offer_choices(form, item)
+    conflict = None
+    if request.method == "POST":
+        if not may_update:
+            abort(403)
+        if form.validate_on_submit():
+            try:
+                update = services.record_update(current_user, item, now, _update_request(form))
+                _commit(update)
+            except services.WorkflowError as exc:
+                db.session.rollback()
+                (getattr(form, exc.field).errors if exc.field else form.form_errors).append(exc.message)
+            except services.ConflictError as exc:
+                conflict = exc
+            except StaleDataError:  # someone saved between our read and our write
+                db.session.rollback()
+                item = services.get_action(current_user, action_id) or abort(404)
+                conflict = services.ConflictError(item, services.changes_since(item, int(form.version.data)))
+            else:
+                flash(_("Your update is saved."), "success")
+                return redirect(url_for(".detail", action_id=item.id))
+        if conflict is not None:
+            # Keep what the person typed; base the next save on the version they have now seen.
+            _offer_choices(form, conflict.item)
+            form.version.data = str(conflict.item.version)
+    else:
+        form.version.data = str(item.version)
+        form.progress.data = item.progress
+        form.deadline.data = item.deadline
+    status = 409 if conflict else 422 if request.method == "POST" else 200
+    return (
+        render_template(
+            "actions/detail.html", item=item, now=now, form=form, may_update=may_update, conflict=conflict
+        ),
+        status,
+    )
+
+
+@bp.route("/evidence/<int:file_id>")
+@login_required
+def evidence_file(file_id: int) -> Response:
+    """Download an evidence file; 404 unless the user may see its action."""
+    found = services.get_evidence_file(current_user, file_id)
+    if found is None or not evidence.path_of(found.stored_name).is_file():
+        abort(404)
+    response = send_file(
+        evidence.path_of(found.stored_name),
+        mimetype=found.content_type,
+        as_attachment=True,
+        download_name=found.filename,
+        max_age=0,
+    )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+def _offer_choices(form: UpdateForm, item: ActionItem) -> bool:
+    """Fill the status choices for this user and item; False if they may change nothing."""
+    targets = workflow.allowed_targets(current_user, item)
+    keep = [("", _("Keep “%(status)s”", status=status_label(item.status)))]
+    form.status.choices = keep + [(t.value, status_label(t.value)) for t in targets]
+    return bool(targets) or workflow.may_update_in_place(current_user, item)
+
+
+def _update_request(form: UpdateForm) -> services.UpdateRequest:
+    return services.UpdateRequest(
+        version=int(form.version.data),
+        status=form.status.data or None,
+        progress=form.progress.data,
+        deadline=form.deadline.data,
+        note=form.note.data or "",
+        evidence_url=form.evidence_url.data or None,
+        files=list(request.files.getlist(form.files.name)),
+    )
+
+
+def _commit(update: ActionUpdate) -> None:
+    """Commit, removing the update's stored files from disk if the commit fails."""
+    stored = [f.stored_name for f in update.files]
+    try:
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        evidence.discard(stored)
+        raise
