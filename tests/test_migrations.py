@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from datetime import date
 from collections.abc import Iterator
+from datetime import date
 
 import pytest
 import sqlalchemy as sa

@@ -126,7 +126,8 @@ def _add_evidence(app, world) -> None:
     with app.app_context():
         for code in ("SG", "MY"):
             item = db.session.get(ActionItem, world.items[code])
-            stored = evidence.store(evidence.CheckedFile(f"{code}.txt", "text/plain", b"proof " + code.encode()))
+            content = evidence.CheckedFile(f"{code}.txt", "text/plain", b"proof " + code.encode())
+            stored = evidence.store(content)
             record = EvidenceFile(
                 update=item.updates[0],
                 action_item=item,

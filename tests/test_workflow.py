@@ -8,7 +8,6 @@ from datetime import UTC, date, datetime
 
 import pytest
 import sqlalchemy as sa
-from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import Forbidden, NotFound
 
 from tests.conftest import csrf_token
