@@ -125,6 +125,7 @@ class World:
     items: dict[str, int] = field(default_factory=dict)  # office code → an item id
     files: dict[str, int] = field(default_factory=dict)  # office code → an evidence file id
     recommendation_id: int = 0
+    source_id: int = 0
 
 
 def build_world(today: date) -> World:
@@ -168,6 +169,7 @@ def build_world(today: date) -> World:
     world.user_ids = {label: u.id for label, u in users.items()}
     world.items = {code: item.id for code, item in items.items()}
     world.recommendation_id = rec.id
+    world.source_id = source.id
     return world
 
 

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from tests.conftest import csrf_token
 from tracker.extensions import db
-from tracker.models import ActionItem, ActionUpdate, Office, User
+from tracker.models import ActionItem, ActionUpdate, Office, OfficeResponse, Recommendation, User
 from tracker.permissions import Perm, can, office_scope_clause
 
 Y, N = True, False
@@ -96,6 +96,10 @@ def test_a_missing_object_for_an_office_scoped_grant_is_a_programming_error(app,
             can(focal, Perm.VIEW_ACTION)
 
 
+#: URL arguments that name one office's data: a focal point of another office gets 403 or 404.
+OFFICE_OWNED = {"action_id", "item_id", "file_id", "office_id", "office_code", "code", "user_id"}
+
+
 def _url_for_rule(rule, world) -> str:
     """The rule's URL filled in with Malaysia's ids; a new argument name must be added here."""
     values = {
@@ -108,6 +112,7 @@ def _url_for_rule(rule, world) -> str:
         "user_id": world.user_ids["focal_my"],
         "filename": "x.css",
         "file_id": world.files["MY"],
+        "source_id": world.source_id,
     }
     missing = set(rule.arguments) - set(values)
     assert not missing, f"{rule.rule}: teach this test what {missing} means"
@@ -150,7 +155,30 @@ def test_focal_point_of_sg_cannot_see_or_change_malaysia_by_any_url(app, world, 
         before = db.session.get(ActionItem, world.items["MY"])
         snapshot = (before.version, before.status, before.progress, before.deadline, before.owner_id)
         history = db.session.scalar(sa.select(sa.func.count()).select_from(ActionUpdate))
-    secrets = ["E-filing for MY", world.users["focal_my"]]
+        db.session.add(
+            OfficeResponse(
+                recommendation_id=world.recommendation_id,
+                office_id=world.offices["MY"],
+                response="accepted",
+                comment="Malaysian comment",
+            )
+        )
+        db.session.commit()
+        recommendation = db.session.get(Recommendation, world.recommendation_id)
+        rec_snapshot = (recommendation.title, recommendation.archived_at, recommendation.updated_at)
+    secrets = ["E-filing for MY", world.users["focal_my"], "Malaysian comment"]
+    # Every POST also carries fields that name Malaysia, as a forged form would.
+    form = {
+        "office_id": world.offices["MY"],
+        "response": "noted",
+        "comment": "x",
+        "status": "in_progress",
+        "version": "1",
+        "note": "forged",
+        "progress": "90",
+        "title": "Forged",
+        "code": "R-1",
+    }
     tried = 0
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
@@ -161,9 +189,11 @@ def test_focal_point_of_sg_cannot_see_or_change_malaysia_by_any_url(app, world, 
                 if method == "GET":
                     response = c.get(url, query_string=query)
                 else:
-                    response = c.open(url, method=method, query_string=query, data={"csrf_token": token})
+                    response = c.open(
+                        url, method=method, query_string=query, data=dict(form, csrf_token=token)
+                    )
                 tried += 1
-                if rule.arguments or rule.endpoint.startswith("admin."):
+                if set(rule.arguments) & OFFICE_OWNED or rule.endpoint.startswith("admin."):
                     assert response.status_code in (403, 404), (method, url, response.status_code)
                 if response.status_code == 200:
                     for secret in secrets:
@@ -176,6 +206,12 @@ def test_focal_point_of_sg_cannot_see_or_change_malaysia_by_any_url(app, world, 
         after = db.session.get(ActionItem, world.items["MY"])
         assert (after.version, after.status, after.progress, after.deadline, after.owner_id) == snapshot
         assert db.session.scalar(sa.select(sa.func.count()).select_from(ActionUpdate)) == history
+        response = db.session.scalar(
+            sa.select(OfficeResponse).where(OfficeResponse.office_id == world.offices["MY"])
+        )
+        assert (response.response, response.comment) == ("accepted", "Malaysian comment")
+        recommendation = db.session.get(Recommendation, world.recommendation_id)
+        assert (recommendation.title, recommendation.archived_at, recommendation.updated_at) == rec_snapshot
     # And the SG item and file are there for them, so the refusals above are not an empty page.
     assert "E-filing for SG" in c.get(f"/actions/{world.items['SG']}").text
     with c.get(f"/evidence/{world.files['SG']}") as download:

@@ -123,10 +123,12 @@ def register_blueprints(app: Flask) -> None:
     from tracker.actions.views import bp as actions_bp
     from tracker.admin.views import bp as admin_bp
     from tracker.auth.views import bp as auth_bp
+    from tracker.recommendations.views import bp as recommendations_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(actions_bp)
     app.register_blueprint(admin_bp)
+    app.register_blueprint(recommendations_bp)
 
 
 def register_errorhandlers(app: Flask) -> None:
@@ -153,6 +155,8 @@ def register_template_helpers(app: Flask) -> None:
         Status=Status,
         role_label=labels.role_label,
         status_label=labels.status_label,
+        priority_label=labels.priority_label,
+        response_label=labels.response_label,
         current_locale_code=labels.locale_code,
         current_locale_rtl=labels.locale_is_rtl,
     )

@@ -3,7 +3,7 @@
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 
-from tracker.models import Role, Status
+from tracker.models import Priority, ResponseKind, Role, Status
 
 ROLE_LABELS = {
     Role.ADMIN: _l("Administrator"),
@@ -20,6 +20,30 @@ STATUS_LABELS = {
     Status.VERIFIED: _l("Verified"),
     Status.CANCELLED: _l("Cancelled"),
 }
+
+
+PRIORITY_LABELS = {
+    Priority.HIGH: _l("High"),
+    Priority.MEDIUM: _l("Medium"),
+    Priority.LOW: _l("Low"),
+}
+
+RESPONSE_LABELS = {
+    ResponseKind.ACCEPTED: _l("Accepted"),
+    ResponseKind.PARTIALLY_ACCEPTED: _l("Partially accepted"),
+    ResponseKind.NOTED: _l("Noted (not accepted)"),
+    ResponseKind.NOT_APPLICABLE: _l("Not applicable"),
+}
+
+
+def priority_label(value: str) -> str:
+    """The name of a priority in the current language."""
+    return str(PRIORITY_LABELS[Priority(value)])
+
+
+def response_label(value: str) -> str:
+    """The name of an office response in the current language."""
+    return str(RESPONSE_LABELS[ResponseKind(value)])
 
 
 def role_label(value: str) -> str:

@@ -8,6 +8,7 @@ from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.wrappers import Response
+from wtforms import SelectChoice
 
 from tracker.actions import evidence, services, workflow
 from tracker.actions.forms import UpdateForm
@@ -122,8 +123,8 @@ def evidence_file(file_id: int) -> Response:
 def _offer_choices(form: UpdateForm, item: ActionItem) -> bool:
     """Fill the status choices for this user and item; False if they may change nothing."""
     targets = workflow.allowed_targets(current_user, item)
-    keep = [("", _("Keep “%(status)s”", status=status_label(item.status)))]
-    form.status.choices = keep + [(t.value, status_label(t.value)) for t in targets]
+    keep = [SelectChoice("", _("Keep “%(status)s”", status=status_label(item.status)))]
+    form.status.choices = keep + [SelectChoice(t.value, status_label(t.value)) for t in targets]
     return bool(targets) or workflow.may_update_in_place(current_user, item)
 
 

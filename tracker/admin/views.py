@@ -1,27 +1,341 @@
-"""Administration pages: the list of users."""
+"""Administration pages: users (list, create, edit, deactivate, reactivate, reset password) and offices."""
 
-import sqlalchemy as sa
-from flask import Blueprint, current_app, render_template, request
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask import Blueprint, current_app, flash, make_response, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
-from sqlalchemy.orm import joinedload
+from flask_wtf import FlaskForm
+from werkzeug.wrappers import Response
 
+from tracker.admin import services
+from tracker.admin.forms import (
+    ConfirmForm,
+    OfficeCreateForm,
+    OfficeEditForm,
+    UserCreateForm,
+    UserEditForm,
+    language_choices,
+    office_choices,
+)
+from tracker.admin.services import AdminError, OfficeError, UserError
 from tracker.extensions import db
-from tracker.models import User
+from tracker.models import Office, Role, User
 from tracker.permissions import Perm, require
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 
+def _show_error(form: FlaskForm, error: AdminError) -> None:
+    """Put a service's refusal next to the field it is about, else at the top of the form."""
+    db.session.rollback()
+    field = getattr(form, error.field, None) if error.field else None
+    if field is not None:
+        field.errors = [*field.errors, error.message]
+    else:
+        form.form_errors.append(error.message)
+
+
+def _not_saved(form: FlaskForm) -> None:
+    """Say so when a submitted form comes back with errors (the details are next to the fields)."""
+    if form.is_submitted():
+        flash(_("Nothing was saved: see the messages in the form."), "error")
+
+
+def _timezones() -> list[str]:
+    return sorted(services.timezone_names())
+
+
+# --- users -----------------------------------------------------------------------------------
+
+
 @bp.route("/users")
 @login_required
 def users() -> str:
-    """Every user with role, office and state, paginated (admins only)."""
+    """Every user with role, office and state, filtered by the URL and paginated (admins only)."""
     require(current_user, Perm.MANAGE_USERS)
-    query = sa.select(User).options(joinedload(User.office)).order_by(User.email)
-    page = db.paginate(
-        query,
+    filters = {
+        "q": request.args.get("q", "").strip(),
+        "role": request.args.get("role", "") if request.args.get("role") in {r.value for r in Role} else "",
+        "office": request.args.get("office", "").strip().upper(),
+        "state": request.args.get("state", "") if request.args.get("state") in services.USER_STATES else "",
+    }
+    page = services.list_users(
+        current_user,
         page=request.args.get("page", 1, type=int),
         per_page=current_app.config["TRACKER_PAGE_SIZE"],
-        error_out=False,
+        q=filters["q"] or None,
+        role=filters["role"] or None,
+        office_code=filters["office"] or None,
+        state=filters["state"] or None,
     )
-    return render_template("admin/users.html", page=page)
+    return render_template(
+        "admin/users.html",
+        page=page,
+        filters=filters,
+        offices=services.all_offices(),
+        no_office=services.NO_OFFICE,
+    )
+
+
+@bp.route("/users/new", methods=["GET", "POST"])
+@login_required
+def new_user() -> Response | str:
+    """Create a user with an initial password (admins only)."""
+    require(current_user, Perm.MANAGE_USERS)
+    form = UserCreateForm(role=Role.FOCAL_POINT.value)
+    form.office.choices = office_choices(
+        [o for o in services.all_offices() if o.active], _("No office (programme-wide)")
+    )
+    form.language.choices = language_choices(_("Default (the office’s language)"))
+    if form.validate_on_submit():
+        try:
+            user = services.create_user(
+                form.email.data,
+                form.role.data,
+                name=form.name.data,
+                office_code=form.office.data or None,
+                password=form.password.data,
+                language=form.language.data or None,
+                timezone=form.timezone.data or None,
+                actor=current_user,
+                now=datetime.now(UTC),
+            )
+            db.session.commit()
+        except UserError as exc:
+            _show_error(form, exc)
+        else:
+            flash(_("%(name)s (%(email)s) can now sign in.", name=user.name, email=user.email), "success")
+            return redirect(url_for("admin.edit_user", user_id=user.id))
+    _not_saved(form)
+    return render_template("admin/user_form.html", form=form, user=None, timezones=_timezones())
+
+
+@bp.route("/users/<int:user_id>/edit", methods=["GET", "POST"])
+@login_required
+def edit_user(user_id: int) -> Response | str:
+    """Change a user's name, role, office, language and time zone (admins only)."""
+    require(current_user, Perm.MANAGE_USERS)
+    user = db.get_or_404(User, user_id)
+    form = UserEditForm(
+        name=user.name,
+        role=user.role,
+        office=user.office.code if user.office else "",
+        language=user.language or "",
+        timezone=user.timezone or "",
+    )
+    form.office.choices = office_choices(
+        [o for o in services.all_offices() if o.active or o.id == user.office_id],
+        _("No office (programme-wide)"),
+    )
+    form.language.choices = language_choices(_("Default (the office’s language)"))
+    if form.validate_on_submit():
+        try:
+            services.update_user(
+                current_user,
+                user,
+                name=form.name.data,
+                role=form.role.data,
+                office_code=form.office.data or None,
+                language=form.language.data or None,
+                timezone=form.timezone.data or None,
+            )
+            db.session.commit()
+        except UserError as exc:
+            _show_error(form, exc)
+        else:
+            flash(_("The changes to %(name)s are saved.", name=user.name), "success")
+            return redirect(url_for("admin.edit_user", user_id=user.id))
+    _not_saved(form)
+    return render_template("admin/user_form.html", form=form, user=user, timezones=_timezones())
+
+
+@bp.route("/users/<int:user_id>/deactivate", methods=["GET", "POST"])
+@login_required
+def deactivate_user(user_id: int) -> Response | str:
+    """Ask, then stop a user from signing in and end their sessions (admins only, not oneself)."""
+    require(current_user, Perm.MANAGE_USERS)
+    user = db.get_or_404(User, user_id)
+    back = url_for("admin.edit_user", user_id=user.id)
+    if request.method == "GET":
+        if user.id == current_user.id:
+            flash(_("You cannot deactivate your own account."), "error")
+            return redirect(back)
+        if not user.active:
+            flash(_("%(name)s is already deactivated.", name=user.name), "info")
+            return redirect(back)
+        return render_template(
+            "admin/confirm.html",
+            form=ConfirmForm(),
+            title=_("Deactivate %(name)s?", name=user.name),
+            text=[
+                _(
+                    "%(name)s (%(email)s) will no longer be able to sign in, and every session they "
+                    "have open ends now.",
+                    name=user.name,
+                    email=user.email,
+                ),
+                _("Their actions and history stay as they are. You can reactivate the account later."),
+            ],
+            button=_("Deactivate %(name)s", name=user.name),
+            cancel=back,
+        )
+    try:
+        changed = services.deactivate_user(current_user, user)
+        db.session.commit()
+    except UserError as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+    else:
+        if changed:
+            flash(_("%(name)s is deactivated and signed out everywhere.", name=user.name), "success")
+        else:
+            flash(_("%(name)s is already deactivated.", name=user.name), "info")
+    return redirect(back)
+
+
+@bp.route("/users/<int:user_id>/reactivate", methods=["GET", "POST"])
+@login_required
+def reactivate_user(user_id: int) -> Response | str:
+    """Ask, then let a deactivated user sign in again (admins only)."""
+    require(current_user, Perm.MANAGE_USERS)
+    user = db.get_or_404(User, user_id)
+    back = url_for("admin.edit_user", user_id=user.id)
+    if request.method == "GET":
+        if user.active:
+            flash(_("%(name)s is already active.", name=user.name), "info")
+            return redirect(back)
+        return render_template(
+            "admin/confirm.html",
+            form=ConfirmForm(),
+            title=_("Reactivate %(name)s?", name=user.name),
+            text=[
+                _(
+                    "%(name)s (%(email)s) will be able to sign in again with their password.",
+                    name=user.name,
+                    email=user.email,
+                )
+            ],
+            button=_("Reactivate %(name)s", name=user.name),
+            cancel=back,
+        )
+    try:
+        changed = services.reactivate_user(current_user, user)
+        db.session.commit()
+    except UserError as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+    else:
+        if changed:
+            flash(_("%(name)s is active again and can sign in.", name=user.name), "success")
+        else:
+            flash(_("%(name)s is already active.", name=user.name), "info")
+    return redirect(back)
+
+
+@bp.route("/users/<int:user_id>/reset-password", methods=["GET", "POST"])
+@login_required
+def reset_password(user_id: int) -> Response | str:
+    """Ask, then give a user a temporary password shown once on the response page (admins only)."""
+    require(current_user, Perm.MANAGE_USERS)
+    user = db.get_or_404(User, user_id)
+    back = url_for("admin.edit_user", user_id=user.id)
+    if user.id == current_user.id:
+        flash(_("Change your own password on the Password page."), "error")
+        return redirect(back)
+    if request.method == "GET":
+        return render_template(
+            "admin/confirm.html",
+            form=ConfirmForm(),
+            title=_("Reset the password of %(name)s?", name=user.name),
+            text=[
+                _(
+                    "A new temporary password will be made and shown to you once. The current password "
+                    "of %(name)s stops working and every session they have open ends.",
+                    name=user.name,
+                )
+            ],
+            button=_("Reset the password of %(name)s", name=user.name),
+            cancel=back,
+        )
+    try:
+        temporary = services.reset_password(current_user, user)
+        db.session.commit()
+    except UserError as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+        return redirect(back)
+    flash(_("The password of %(name)s has been reset.", name=user.name), "success")
+    response = make_response(render_template("admin/password_reset.html", user=user, temporary=temporary))
+    response.headers["Cache-Control"] = "no-store"  # the password must not stay in any cache
+    return response
+
+
+# --- offices ---------------------------------------------------------------------------------
+
+
+@bp.route("/offices")
+@login_required
+def offices() -> str:
+    """Every office with its settings and number of users (admins only)."""
+    require(current_user, Perm.MANAGE_OFFICES)
+    return render_template("admin/offices.html", rows=services.list_offices(current_user))
+
+
+@bp.route("/offices/new", methods=["GET", "POST"])
+@login_required
+def new_office() -> Response | str:
+    """Create an office (admins only)."""
+    require(current_user, Perm.MANAGE_OFFICES)
+    form = OfficeCreateForm(language=services.languages()[0])
+    form.language.choices = language_choices()
+    if form.validate_on_submit():
+        try:
+            office = services.create_office(
+                current_user,
+                code=form.code.data,
+                name=form.name.data,
+                country=form.country.data,
+                timezone=form.timezone.data,
+                language=form.language.data,
+                active=form.active.data,
+            )
+            db.session.commit()
+        except OfficeError as exc:
+            _show_error(form, exc)
+        else:
+            flash(_("The office %(code)s is created.", code=office.code), "success")
+            return redirect(url_for("admin.offices"))
+    _not_saved(form)
+    return render_template("admin/office_form.html", form=form, office=None, timezones=_timezones())
+
+
+@bp.route("/offices/<int:office_id>/edit", methods=["GET", "POST"])
+@login_required
+def edit_office(office_id: int) -> Response | str:
+    """Change an office's name, country, time zone, language and state; not its code (admins only)."""
+    require(current_user, Perm.MANAGE_OFFICES)
+    office = db.get_or_404(Office, office_id)
+    form = OfficeEditForm(obj=office)
+    form.language.choices = language_choices()
+    if form.validate_on_submit():
+        try:
+            services.update_office(
+                current_user,
+                office,
+                name=form.name.data,
+                country=form.country.data,
+                timezone=form.timezone.data,
+                language=form.language.data,
+                active=form.active.data,
+            )
+            db.session.commit()
+        except OfficeError as exc:
+            _show_error(form, exc)
+        else:
+            flash(_("The changes to the office %(code)s are saved.", code=office.code), "success")
+            return redirect(url_for("admin.offices"))
+    _not_saved(form)
+    return render_template("admin/office_form.html", form=form, office=office, timezones=_timezones())

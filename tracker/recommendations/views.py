@@ -1,0 +1,246 @@
+"""Recommendation list and page, writing and archiving them, office responses, and sources."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
+from flask_login import current_user, login_required
+from wtforms import SelectChoice
+
+from tracker.extensions import db
+from tracker.models import Office, Priority, Recommendation, Source, Status
+from tracker.permissions import Perm, require
+from tracker.recommendations import services
+from tracker.recommendations.forms import ConfirmForm, RecommendationForm, ResponseForm, SourceForm
+
+bp = Blueprint("recommendations", __name__)
+
+
+@bp.route("/recommendations")
+@login_required
+def index() -> str:
+    """Search, filter, sort and page through recommendations; filters live in the URL."""
+    require(current_user, Perm.VIEW_RECOMMENDATION)
+    args = request.args
+    filters = services.Filters(
+        q=args.get("q", "").strip()[:200],
+        source_id=args.get("source", type=int),
+        theme=args.get("theme", ""),
+        priority=args.get("priority", "") if args.get("priority") in set(Priority) else "",
+        office_code=args.get("office", "")[:8],
+        status=args.get("status", "") if args.get("status") in set(Status) else "",
+        archived=args.get("archived") == "1",
+        sort=args.get("sort", "code") if args.get("sort") in services.SORTS else "code",
+    )
+    page = services.list_recommendations(
+        current_user, filters, args.get("page", 1, type=int), current_app.config["TRACKER_PAGE_SIZE"]
+    )
+    from tracker.actions.services import visible_offices
+
+    return render_template(
+        "recommendations/index.html",
+        page=page,
+        counts=services.item_counts(current_user, [r.id for r in page.items]),
+        filters=filters,
+        sources=services.sources(include_archived=True),
+        themes=services.themes(),
+        offices=visible_offices(current_user),
+        sorts=services.SORTS,
+    )
+
+
+@bp.route("/recommendations/<int:recommendation_id>", methods=["GET", "POST"])
+@login_required
+def detail(recommendation_id: int) -> ResponseReturnValue:
+    """A recommendation, each office's response and action items (within the user's scope)."""
+    require(current_user, Perm.VIEW_RECOMMENDATION)
+    recommendation = services.get_recommendation(recommendation_id) or abort(404)
+    offices, responses, items = services.detail(current_user, recommendation)
+    respondable = services.may_respond_for(current_user, offices)
+    form = ResponseForm()
+    form.office_id.choices = [SelectChoice(o.id, f"{o.code} — {o.name}") for o in respondable]
+    if request.method == "POST":
+        if not respondable:
+            abort(403)
+        if form.validate_on_submit():
+            office = db.session.get(Office, form.office_id.data) or abort(404)
+            services.respond(
+                current_user, recommendation, office, form.response.data, form.comment.data or "", _now()
+            )
+            db.session.commit()
+            flash(_("The response of %(office)s is saved.", office=office.code), "success")
+            return redirect(url_for(".detail", recommendation_id=recommendation.id) + "#responses")
+    elif len(respondable) == 1 and respondable[0].id in responses:
+        mine = responses[respondable[0].id]
+        form.response.data, form.comment.data = mine.response, mine.comment
+    return render_template(
+        "recommendations/detail.html",
+        recommendation=recommendation,
+        offices=offices,
+        responses=responses,
+        items=items,
+        form=form,
+        respondable=respondable,
+        confirm=ConfirmForm(),
+        now=_now(),
+    ), (422 if request.method == "POST" else 200)
+
+
+@bp.route("/recommendations/new", methods=["GET", "POST"])
+@login_required
+def create() -> ResponseReturnValue:
+    """Write a new recommendation (reviewers and admins)."""
+    return _edit(None)
+
+
+@bp.route("/recommendations/<int:recommendation_id>/edit", methods=["GET", "POST"])
+@login_required
+def edit(recommendation_id: int) -> ResponseReturnValue:
+    """Change a recommendation's text and attributes (reviewers and admins)."""
+    return _edit(db.session.get(Recommendation, recommendation_id) or abort(404))
+
+
+def _edit(recommendation: Recommendation | None) -> ResponseReturnValue:
+    require(current_user, Perm.EDIT_RECOMMENDATION)
+    form = RecommendationForm(obj=recommendation)
+    form.source_id.choices = [
+        (s.id, s.title) for s in services.sources(include_archived=recommendation is not None)
+    ]
+    if not form.source_id.choices:
+        flash(_("Add a source first: every recommendation comes from one."), "info")
+        return redirect(url_for(".source_create"))
+    if form.validate_on_submit():
+        try:
+            saved = services.save_recommendation(
+                current_user,
+                recommendation,
+                code=form.code.data,
+                title=form.title.data,
+                text=form.text.data,
+                theme=form.theme.data,
+                priority=form.priority.data,
+                source_id=form.source_id.data,
+                target_date=form.target_date.data,
+                now=_now(),
+            )
+            db.session.commit()
+        except services.RecommendationError as exc:
+            db.session.rollback()
+            (getattr(form, exc.field).errors if exc.field else form.form_errors).append(exc.message)
+        else:
+            flash(_("Recommendation %(code)s is saved.", code=saved.code), "success")
+            return redirect(url_for(".detail", recommendation_id=saved.id))
+    status = 422 if request.method == "POST" else 200
+    return render_template(
+        "recommendations/form.html", form=form, recommendation=recommendation, themes=services.themes()
+    ), status
+
+
+@bp.route("/recommendations/<int:recommendation_id>/archive", methods=["GET", "POST"])
+@login_required
+def archive(recommendation_id: int) -> ResponseReturnValue:
+    """Archive or restore a recommendation, after a confirmation page."""
+    require(current_user, Perm.EDIT_RECOMMENDATION)
+    recommendation = db.session.get(Recommendation, recommendation_id) or abort(404)
+    form = ConfirmForm()
+    archiving = recommendation.archived_at is None
+    if form.validate_on_submit():
+        services.set_archived(current_user, recommendation, archiving, _now())
+        db.session.commit()
+        if archiving:
+            flash(_("Recommendation %(code)s is archived.", code=recommendation.code), "success")
+        else:
+            flash(_("Recommendation %(code)s is restored.", code=recommendation.code), "success")
+        return redirect(url_for(".detail", recommendation_id=recommendation.id))
+    return render_template(
+        "recommendations/confirm.html",
+        form=form,
+        title=_("Archive %(code)s?", code=recommendation.code)
+        if archiving
+        else _("Restore %(code)s?", code=recommendation.code),
+        text=_("It disappears from the lists and the dashboard; its action items and history are kept.")
+        if archiving
+        else _("It comes back in the lists and the dashboard."),
+        button=_("Archive") if archiving else _("Restore"),
+        back=url_for(".detail", recommendation_id=recommendation.id),
+    )
+
+
+@bp.route("/sources")
+@login_required
+def sources() -> str:
+    """Every source, archived ones included."""
+    require(current_user, Perm.VIEW_RECOMMENDATION)
+    return render_template("recommendations/sources.html", sources=services.sources(include_archived=True))
+
+
+@bp.route("/sources/new", methods=["GET", "POST"])
+@login_required
+def source_create() -> ResponseReturnValue:
+    """Add a source (reviewers and admins)."""
+    return _edit_source(None)
+
+
+@bp.route("/sources/<int:source_id>/edit", methods=["GET", "POST"])
+@login_required
+def source_edit(source_id: int) -> ResponseReturnValue:
+    """Change a source (reviewers and admins)."""
+    return _edit_source(db.session.get(Source, source_id) or abort(404))
+
+
+def _edit_source(source: Source | None) -> ResponseReturnValue:
+    require(current_user, Perm.EDIT_RECOMMENDATION)
+    form = SourceForm(obj=source)
+    if form.validate_on_submit():
+        try:
+            saved = services.save_source(
+                current_user,
+                source,
+                title=form.title.data,
+                place=form.place.data or "",
+                starts_on=form.starts_on.data,
+                ends_on=form.ends_on.data,
+            )
+            db.session.commit()
+        except services.RecommendationError as exc:
+            db.session.rollback()
+            (getattr(form, exc.field).errors if exc.field else form.form_errors).append(exc.message)
+        else:
+            flash(_("The source “%(title)s” is saved.", title=saved.title), "success")
+            return redirect(url_for(".sources"))
+    status = 422 if request.method == "POST" else 200
+    return render_template("recommendations/source_form.html", form=form, source=source), status
+
+
+@bp.route("/sources/<int:source_id>/archive", methods=["GET", "POST"])
+@login_required
+def source_archive(source_id: int) -> ResponseReturnValue:
+    """Archive or restore a source, after a confirmation page."""
+    require(current_user, Perm.EDIT_RECOMMENDATION)
+    source = db.session.get(Source, source_id) or abort(404)
+    form = ConfirmForm()
+    archiving = source.archived_at is None
+    if form.validate_on_submit():
+        services.set_source_archived(current_user, source, archiving, _now())
+        db.session.commit()
+        flash(_("The source is archived.") if archiving else _("The source is restored."), "success")
+        return redirect(url_for(".sources"))
+    return render_template(
+        "recommendations/confirm.html",
+        form=form,
+        title=_("Archive “%(title)s”?", title=source.title)
+        if archiving
+        else _("Restore “%(title)s”?", title=source.title),
+        text=_("It is no longer offered for new recommendations; existing ones keep it.")
+        if archiving
+        else _("It is offered again for new recommendations."),
+        button=_("Archive") if archiving else _("Restore"),
+        back=url_for(".sources"),
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
