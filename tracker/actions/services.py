@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from flask import current_app
+from flask import current_app, g, has_request_context
 from flask_babel import gettext as _
 from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy.orm import joinedload, selectinload
@@ -37,13 +37,23 @@ def office_today(now: datetime, plus_days: int = 0) -> sa.ColumnElement[date]:
     The local date differs by zone, so it is computed once per distinct zone (a handful, one
     query) and chosen with a CASE, which keeps filters in SQL however many items there are.
     """
-    zones = db.session.scalars(sa.select(Office.timezone).distinct()).all()
+    zones = _office_zones()
     shift = timedelta(days=plus_days)
     if not zones:
         return sa.literal(now.date() + shift)
     return sa.case(
         {zone: now.astimezone(ZoneInfo(zone)).date() + shift for zone in zones}, value=Office.timezone
     )
+
+
+def _office_zones() -> list[str]:
+    """The distinct office time zones, read once per request (or per call outside one)."""
+    if has_request_context() and "office_zones" in g:
+        return g.office_zones
+    zones = list(db.session.scalars(sa.select(Office.timezone).distinct()))
+    if has_request_context():
+        g.office_zones = zones
+    return zones
 
 
 def overdue_clause(now: datetime) -> sa.ColumnElement[bool]:

@@ -1,0 +1,1 @@
+"""The dashboard: totals, progress per office, the recommendation × office matrix, overdue items."""

@@ -1,0 +1,55 @@
+"""The dashboard page: figures for the offices the user may see, narrowed by filters in the URL."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from flask import Blueprint, render_template, request
+from flask_login import current_user, login_required
+
+from tracker.dashboard import charts, services
+from tracker.permissions import Perm, require
+
+bp = Blueprint("dashboard", __name__)
+
+
+def parse_filters(args: Mapping[str, str], choices: services.Choices) -> tuple[services.Filters, bool]:
+    """The filters from the query string, keeping only values the form offers; True if any was dropped.
+
+    Checking against the offered values keeps junk (huge numbers, NUL bytes) away from the database,
+    and an office outside the user's scope is simply not among the choices.
+    """
+    raw_source = (args.get("source") or "").strip()
+    raw_theme = args.get("theme") or ""
+    raw_office = (args.get("office") or "").strip().upper()
+    source = {str(s.id): s.id for s in choices.sources}.get(raw_source)
+    theme = raw_theme if raw_theme in choices.themes else None
+    office = raw_office if raw_office in {o.code for o in choices.offices} else None
+    dropped = bool(
+        (raw_source and source is None) or (raw_theme and theme is None) or (raw_office and office is None)
+    )
+    return services.Filters(source_id=source, theme=theme, office_code=office), dropped
+
+
+@bp.route("/dashboard")
+@login_required
+def index() -> str:
+    """Totals, progress per office, the matrix, overdue items and completions per quarter."""
+    require(current_user, Perm.VIEW_DASHBOARD)
+    now = datetime.now(UTC)
+    choices = services.filter_choices(current_user)
+    filters, dropped = parse_filters(request.args, choices)
+    data = services.build_dashboard(current_user, now, filters, choices.offices)
+    return render_template(
+        "dashboard/index.html",
+        data=data,
+        choices=choices,
+        filters=filters,
+        dropped=dropped,
+        now=now,
+        office_chart=charts.office_progress_chart(data.offices),
+        quarter_chart=charts.completion_chart(data.quarters),
+        quarter_label=charts.quarter_label,
+        due_soon_days=services.DUE_SOON_DAYS,
+    )
