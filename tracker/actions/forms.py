@@ -43,3 +43,9 @@ class UpdateForm(FlaskForm):
     )
     files = MultipleFileField(_l("Evidence files"))
     submit = SubmitField(_l("Save update"))
+
+
+class VerifyForm(FlaskForm):
+    """The verification queue's one-click form: it posts status=verified to the action page."""
+
+    submit = SubmitField(_l("Verify"))

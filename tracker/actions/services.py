@@ -23,6 +23,7 @@ from tracker.models import (
     EvidenceFile,
     Office,
     Recommendation,
+    Role,
     Status,
     User,
 )
@@ -292,3 +293,40 @@ def get_evidence_file(user: User, file_id: int) -> EvidenceFile | None:
     if found is None or not can(user, Perm.VIEW_ACTION, found.action_item):
         return None
     return found
+
+
+def my_actions(user: User, now: datetime, page: int, per_page: int) -> Pagination:
+    """Open items the user owns or deputises (all open items of their scope for a manager).
+
+    Ordered by deadline, so what is overdue comes first and what is due soon next.
+    """
+    query = visible_actions(user).where(ActionItem.status.in_([s.value for s in workflow.OPEN]))
+    if user.role != Role.MANAGER:
+        query = query.where(sa.or_(ActionItem.owner_id == user.id, ActionItem.deputy_id == user.id))
+    query = query.order_by(ActionItem.deadline, ActionItem.id)
+    return db.paginate(query, page=page, per_page=per_page, error_out=False)
+
+
+def verification_queue(user: User, page: int, per_page: int) -> Pagination:
+    """Items reported completed that the user may verify, the longest waiting first."""
+    query = (
+        visible_actions(user)
+        .where(ActionItem.status == Status.COMPLETED.value)
+        .order_by(ActionItem.updated_at, ActionItem.id)
+    )
+    return db.paginate(query, page=page, per_page=per_page, error_out=False)
+
+
+def completion_reports(item_ids: list[int]) -> dict[int, ActionUpdate]:
+    """item id → the history entry that reported it completed most recently (one query)."""
+    latest = (
+        sa.select(sa.func.max(ActionUpdate.id))
+        .where(ActionUpdate.action_item_id.in_(item_ids), ActionUpdate.new_status == Status.COMPLETED.value)
+        .group_by(ActionUpdate.action_item_id)
+    )
+    updates = db.session.scalars(
+        sa.select(ActionUpdate)
+        .where(ActionUpdate.id.in_(latest))
+        .options(joinedload(ActionUpdate.author), selectinload(ActionUpdate.files))
+    )
+    return {u.action_item_id: u for u in updates}

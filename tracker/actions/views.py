@@ -1,6 +1,6 @@
 """The home page (the actions a user may see), the action page with its update form, evidence files."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
 from flask.typing import ResponseReturnValue
@@ -11,10 +11,12 @@ from werkzeug.wrappers import Response
 from wtforms import SelectChoice
 
 from tracker.actions import evidence, services, workflow
-from tracker.actions.forms import UpdateForm
+from tracker.actions.forms import UpdateForm, VerifyForm
+from tracker.auth.services import safe_next_url
 from tracker.extensions import db
 from tracker.labels import status_label
 from tracker.models import ActionItem, ActionUpdate, Status
+from tracker.permissions import Perm, require
 
 bp = Blueprint("actions", __name__)
 
@@ -83,7 +85,8 @@ def detail(action_id: int) -> ResponseReturnValue:
                 conflict = services.ConflictError(item, services.changes_since(item, int(form.version.data)))
             else:
                 flash(_("Your update is saved."), "success")
-                return redirect(url_for(".detail", action_id=item.id))
+                back = safe_next_url(request.args.get("next"))
+                return redirect(back or url_for(".detail", action_id=item.id))
         if conflict is not None:
             # Keep what the person typed; base the next save on the version they have now seen.
             _offer_choices(form, conflict.item)
@@ -99,6 +102,29 @@ def detail(action_id: int) -> ResponseReturnValue:
         ),
         status,
     )
+
+
+@bp.route("/my")
+@login_required
+def my_work() -> str:
+    """The open actions a person owns or deputises (a manager: all open actions of their scope)."""
+    now = datetime.now(UTC)
+    page = services.my_actions(
+        current_user, now, request.args.get("page", 1, type=int), current_app.config["TRACKER_PAGE_SIZE"]
+    )
+    return render_template("actions/my.html", page=page, now=now, soon=timedelta(days=14))
+
+
+@bp.route("/verification")
+@login_required
+def verification() -> str:
+    """Completions awaiting verification, the longest waiting first (reviewers and admins)."""
+    require(current_user, Perm.VERIFY_ACTION)
+    page = services.verification_queue(
+        current_user, request.args.get("page", 1, type=int), current_app.config["TRACKER_PAGE_SIZE"]
+    )
+    reports = services.completion_reports([item.id for item in page.items])
+    return render_template("actions/verification.html", page=page, reports=reports, form=VerifyForm())
 
 
 @bp.route("/evidence/<int:file_id>")
