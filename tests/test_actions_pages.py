@@ -179,3 +179,11 @@ def test_filter_by_recommendation(app, world, login_as):
     c = login_as(world.users["reviewer"])
     assert "2 actions" in c.get("/", query_string={"recommendation": "R-1"}).text
     assert "0 actions" in c.get("/", query_string={"recommendation": "R-404"}).text
+
+
+def test_filter_by_theme_and_source(app, world, login_as):
+    c = login_as(world.users["reviewer"])
+    assert "2 actions" in c.get("/", query_string={"theme": "Digital", "source": world.source_id}).text
+    assert "0 actions" in c.get("/", query_string={"theme": "Statistics"}).text
+    assert "0 actions" in c.get("/", query_string={"source": world.source_id + 1}).text
+    assert c.get("/", query_string={"source": "x"}).status_code == 200

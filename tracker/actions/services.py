@@ -96,6 +96,8 @@ def list_actions(
     status: str | None = None,
     overdue_only: bool = False,
     recommendation_code: str | None = None,
+    source_id: int | None = None,
+    theme: str | None = None,
 ) -> Pagination:
     """One page of the items the user may see: open items first, then by deadline."""
     query = visible_actions(user)
@@ -105,6 +107,10 @@ def list_actions(
         query = query.where(ActionItem.status == status)
     if recommendation_code:
         query = query.where(Recommendation.code == recommendation_code)
+    if source_id:
+        query = query.where(Recommendation.source_id == source_id)
+    if theme:
+        query = query.where(Recommendation.theme == theme)
     if overdue_only:
         query = query.where(overdue_clause(now))
     query = query.order_by(

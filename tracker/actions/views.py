@@ -32,6 +32,8 @@ def home() -> str:
     office = request.args.get("office") or None
     overdue_only = request.args.get("overdue") == "1"
     recommendation = request.args.get("recommendation") or None
+    source_id = request.args.get("source", type=int)
+    theme = request.args.get("theme") or None
     page = services.list_actions(
         current_user,
         now,
@@ -41,6 +43,8 @@ def home() -> str:
         status=status,
         overdue_only=overdue_only,
         recommendation_code=recommendation,
+        source_id=source_id,
+        theme=theme,
     )
     return render_template(
         "actions/home.html",
@@ -52,6 +56,8 @@ def home() -> str:
             "status": status or "",
             "overdue": overdue_only,
             "recommendation": recommendation or "",
+            "source": source_id or "",
+            "theme": theme or "",
         },
     )
 
