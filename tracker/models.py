@@ -447,7 +447,36 @@ class Notification(db.Model):
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_error: Mapped[str | None] = mapped_column(sa.Text)
+    #: A dispatcher has taken the row and is sending it until then; after that, it may be taken again.
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     recipient: Mapped[User | None] = relationship()
+
+
+class Escalation(db.Model):
+    """An overdue item reported to its office's managers at one level (once per item per level)."""
+
+    __tablename__ = "escalation"
+    __table_args__ = (sa.UniqueConstraint("action_item_id", "level"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    action_item_id: Mapped[int] = mapped_column(sa.ForeignKey("action_item.id"))
+    #: 1 for the first escalation (overdue more than the configured days); room for later levels.
+    level: Mapped[int] = mapped_column(default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SchedulerLease(db.Model):
+    """The scheduler's lease: one holder at a time runs the jobs; the others wait as standbys."""
+
+    __tablename__ = "scheduler_lease"
+
+    name: Mapped[str] = mapped_column(sa.String(50), primary_key=True)
+    #: host:pid:random of the process holding the lease.
+    holder: Mapped[str] = mapped_column(sa.String(200))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: JSON: job id → next run time (ISO 8601), shown on the admin outbox page.
+    next_runs: Mapped[str | None] = mapped_column(sa.Text)

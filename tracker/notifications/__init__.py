@@ -1,0 +1,1 @@
+"""Mail: compose who must be told what into the outbox, then dispatch it over SMTP."""
