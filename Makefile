@@ -31,7 +31,11 @@ run: $(VENV)/.installed
 	@echo "  tracker is starting on http://$(HOST):$(PORT)"
 	@echo "  Sign in as focal.sg@demo.test, reviewer@demo.test, manager@demo.test or admin@demo.test"
 	@echo "  with the password demo-password (every demo account is listed in README.md)."
+	@echo "  The scheduler runs beside it; without MAIL_SERVER, mail is written to instance/mail/."
 	@echo ""
+	@# The scheduler is its own process; stop it when the server stops (Ctrl-C).
+	@trap 'kill $$scheduler 2>/dev/null' EXIT INT TERM; \
+	$(FLASK) tracker scheduler & scheduler=$$!; \
 	$(FLASK) run --host $(HOST) --port $(PORT)
 
 ## Run the whole suite on SQLite, and again on PostgreSQL when TEST_DATABASE_URL is set.

@@ -38,6 +38,16 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
 
 
+def _env_int_list(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    try:
+        return tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be whole numbers separated by commas, not {value!r}") from None
+
+
 class Config:
     """Settings shared by every environment."""
 
@@ -55,6 +65,18 @@ class Config:
     MAIL_PASSWORD = os.environ.get("MAIL_PASSWORD") or None
     MAIL_DEFAULT_SENDER = os.environ.get("MAIL_DEFAULT_SENDER", "tracker@localhost")
     MAIL_TIMEOUT = _env_int("MAIL_TIMEOUT", 30)
+    #: Without MAIL_SERVER, each message is written here as an .eml file (and counts as sent).
+    TRACKER_MAIL_DIR = os.environ.get("TRACKER_MAIL_DIR") or str(INSTANCE_DIR / "mail")
+    #: Dispatch: rows per batch (one SMTP connection each), and how long a claim on them lasts
+    #: (longer than a batch can take: batch × MAIL_TIMEOUT; after it a crashed dispatcher's rows
+    #: are taken again).
+    TRACKER_DISPATCH_BATCH = _env_int("TRACKER_DISPATCH_BATCH", 50)
+    TRACKER_DISPATCH_LEASE = _env_int("TRACKER_DISPATCH_LEASE", 1800)
+    #: Retries after a temporary failure: base × 2^(attempts − 1) seconds, at most MAX seconds;
+    #: after MAX_ATTEMPTS tries the message is marked failed.
+    TRACKER_MAIL_RETRY_BASE = _env_int("TRACKER_MAIL_RETRY_BASE", 60)
+    TRACKER_MAIL_RETRY_MAX = _env_int("TRACKER_MAIL_RETRY_MAX", 6 * 3600)
+    TRACKER_MAIL_MAX_ATTEMPTS = _env_int("TRACKER_MAIL_MAX_ATTEMPTS", 10)
 
     BABEL_DEFAULT_LOCALE = "en"
     BABEL_DEFAULT_TIMEZONE = "UTC"
@@ -67,6 +89,9 @@ class Config:
     WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session
 
     TRACKER_PAGE_SIZE = _env_int("TRACKER_PAGE_SIZE", 50)
+    #: The scheduler's lease: a standby takes over at most this long after the holder stops.
+    TRACKER_LEASE_SECONDS = _env_int("TRACKER_LEASE_SECONDS", 45)
+    TRACKER_LEASE_RENEW_SECONDS = _env_int("TRACKER_LEASE_RENEW_SECONDS", 15)
     #: Evidence files: where they are kept, the size of one file, how many one update may carry.
     TRACKER_UPLOAD_DIR = os.environ.get("TRACKER_UPLOAD_DIR") or str(INSTANCE_DIR / "uploads")
     TRACKER_MAX_UPLOAD_BYTES = _env_int("TRACKER_MAX_UPLOAD_MB", 10) * 1024 * 1024
@@ -81,6 +106,18 @@ class Config:
     RATELIMIT_HEADERS_ENABLED = True
     #: How many reverse proxies in front of the app set X-Forwarded-* headers (0: trust none).
     TRACKER_PROXIES = _env_int("TRACKER_PROXIES", 0)
+
+    # Reminders (tracker/notifications/compose.py); days are counted in the office's time zone.
+    #: Days before a deadline on which the owner is reminded.
+    TRACKER_DUE_SOON_DAYS = _env_int_list("TRACKER_DUE_SOON_DAYS", (14, 3))
+    #: Overdue reminders go out the day after the deadline, then every this many days.
+    TRACKER_OVERDUE_REPEAT_DAYS = _env_int("TRACKER_OVERDUE_REPEAT_DAYS", 7)
+    #: An item overdue more than this many days is reported to its office's managers, once.
+    TRACKER_ESCALATION_DAYS = _env_int("TRACKER_ESCALATION_DAYS", 30)
+    #: An open item without an update for this many days earns its owner a nudge (then every as many).
+    TRACKER_STALE_DAYS = _env_int("TRACKER_STALE_DAYS", 90)
+    #: Local hour from which each recipient's daily mail is composed.
+    TRACKER_MORNING_HOUR = _env_int("TRACKER_MORNING_HOUR", 8)
 
     @staticmethod
     def check(settings: Mapping[str, Any]) -> None:

@@ -21,6 +21,7 @@ from werkzeug.security import generate_password_hash
 
 os.environ["TRACKER_CONFIG"] = "testing"
 
+from tests.mailserver import silent_server, smtp_server  # noqa: F401
 from tracker import create_app
 from tracker.extensions import db
 from tracker.models import (

@@ -113,6 +113,8 @@ def _url_for_rule(rule, world) -> str:
         "filename": "x.css",
         "file_id": world.files["MY"],
         "source_id": world.source_id,
+        "notification_id": 1,
+        "token": "not-a-token",
     }
     missing = set(rule.arguments) - set(values)
     assert not missing, f"{rule.rule}: teach this test what {missing} means"

@@ -208,9 +208,13 @@ def test_focal_point_completes_and_reviewer_verifies(app, world, login_as):
         ({"status": CO}, None, "Describe what was done in the note, or attach evidence."),  # from not started
         ({"status": VE, "note": "x"}, None, "Not a valid choice."),  # forged: not offered to a focal point
         ({"status": "done", "note": "x"}, None, "Not a valid choice."),
-        ({"note": "x"}, [(io.BytesIO(b"MZ\x90\x00"), "tool.exe")], "files of this type are not accepted"),
-        ({"note": "x"}, [(io.BytesIO(b"MZ\x90\x00"), "fake.pdf")], "the content is not a .pdf file"),
-        ({"note": "x"}, [_pdf("big.pdf", 10 * 1024 * 1024)], "larger than 10 MB"),
+        (
+            {"note": "x"},
+            lambda: [(io.BytesIO(b"MZ\x90\x00"), "tool.exe")],
+            "files of this type are not accepted",
+        ),
+        ({"note": "x"}, lambda: [(io.BytesIO(b"MZ\x90\x00"), "fake.pdf")], "the content is not a .pdf file"),
+        ({"note": "x"}, lambda: [_pdf("big.pdf", 10 * 1024 * 1024)], "larger than 10 MB"),
         ({"evidence_url": "javascript:alert(1)"}, None, "Give a full web address."),
         ({}, None, "Nothing to save"),
     ],
@@ -224,7 +228,8 @@ def test_bad_input_is_refused_next_to_the_field_and_nothing_is_saved(
     if changes.get("status") == CO:
         with app.app_context():
             _set_status(item_id, IP)
-    response = _post(focal, item_id, dict(_form(focal, item_id), **changes), files=files)
+    # Files are made per run: a stream is closed once sent, and the cases run once per database.
+    response = _post(focal, item_id, dict(_form(focal, item_id), **changes), files=files() if files else None)
     assert response.status_code == 422
     assert message in response.text
     with app.app_context():

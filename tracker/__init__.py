@@ -124,13 +124,19 @@ def register_blueprints(app: Flask) -> None:
     from tracker.admin.views import bp as admin_bp
     from tracker.auth.views import bp as auth_bp
     from tracker.dashboard.views import bp as dashboard_bp
+    from tracker.notifications.admin_views import bp as outbox_bp
+    from tracker.notifications.views import bp as notifications_bp
+    from tracker.offices.views import bp as offices_bp
     from tracker.recommendations.views import bp as recommendations_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(actions_bp)
     app.register_blueprint(admin_bp)
     app.register_blueprint(recommendations_bp)
+    app.register_blueprint(notifications_bp)
+    app.register_blueprint(outbox_bp)
     app.register_blueprint(dashboard_bp)
+    app.register_blueprint(offices_bp)
 
 
 def register_errorhandlers(app: Flask) -> None:
@@ -159,6 +165,7 @@ def register_template_helpers(app: Flask) -> None:
         status_label=labels.status_label,
         priority_label=labels.priority_label,
         response_label=labels.response_label,
+        kind_label=labels.kind_label,
         current_locale_code=labels.locale_code,
         current_locale_rtl=labels.locale_is_rtl,
     )

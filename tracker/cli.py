@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import click
 import sqlalchemy as sa
@@ -65,3 +68,127 @@ def create_user_command(
     except OperationalError as exc:
         raise click.ClickException(f"cannot use the database (DATABASE_URL): {exc.orig}") from None
     click.echo(f"Created {user.email} ({user.role}{', ' + office_code.upper() if office_code else ''}).")
+
+
+@tracker_cli.command("remind")
+@click.option(
+    "--today",
+    "today_text",
+    metavar="YYYY-MM-DD",
+    help="Compose as of the morning of this date in each recipient's zone, whatever the time "
+    "(default: for whoever's morning has come, like the scheduler).",
+)
+@click.option("--dry-run", is_flag=True, help="Print who would receive what; write nothing.")
+@with_appcontext
+def remind_command(today_text: str | None, dry_run: bool) -> None:
+    """Queue the due-soon, overdue, escalation, stale and review-queue mails (the compose job)."""
+    from tracker.notifications.compose import compose_reminders
+
+    today = None
+    if today_text is not None:
+        try:
+            today = datetime.strptime(today_text.strip(), "%Y-%m-%d").date()
+        except ValueError:
+            raise click.ClickException(
+                f"--today must be a date written YYYY-MM-DD, e.g. 2026-11-24, not {today_text!r}"
+            ) from None
+    _compose_and_report(lambda now: compose_reminders(now, today=today, dry_run=dry_run), dry_run)
+
+
+@tracker_cli.command("digest")
+@click.option(
+    "--quarter",
+    "quarter_text",
+    metavar="YYYYQn",
+    help="The quarter to report on, e.g. 2026Q3 (default: the quarter that just ended).",
+)
+@click.option("--dry-run", is_flag=True, help="Print who would receive what; write nothing.")
+@with_appcontext
+def digest_command(quarter_text: str | None, dry_run: bool) -> None:
+    """Queue every manager's quarterly digest now (each manager gets each quarter's once)."""
+    from tracker.notifications.compose import compose_digests
+    from tracker.notifications.digest import Quarter
+
+    now = datetime.now(UTC)
+    if quarter_text is None:
+        quarter = Quarter.containing(now.date()).previous
+    else:
+        try:
+            quarter = Quarter.parse(quarter_text)
+        except ValueError:
+            raise click.ClickException(
+                "--quarter must be a quarter written YYYYQn with n from 1 to 4, "
+                f"e.g. 2026Q3, not {quarter_text!r}"
+            ) from None
+        if quarter.ends_at > now:
+            raise click.ClickException(f"{quarter} has not ended yet; its digest cannot be composed")
+    click.echo(f"Quarterly digest {quarter}:")
+    _compose_and_report(lambda at: compose_digests(quarter, at, dry_run=dry_run), dry_run)
+
+
+def _compose_and_report(compose: Callable[[datetime], list[Any]], dry_run: bool) -> None:
+    """Run a compose service now, commit (or roll back a dry run), and print what it queued."""
+    from tracker.notifications.compose import ComposeConfigError
+
+    try:
+        planned = compose(datetime.now(UTC))
+        if dry_run:
+            db.session.rollback()
+        else:
+            db.session.commit()
+    except ComposeConfigError as exc:
+        db.session.rollback()
+        raise click.ClickException(str(exc)) from None
+    except OperationalError as exc:
+        db.session.rollback()
+        raise click.ClickException(f"cannot use the database (DATABASE_URL): {exc.orig}") from None
+    verb = "would queue" if dry_run else "queued"
+    for one in planned:
+        email, subject = one.recipient.email, one.subject
+        click.echo(f"  {verb} {one.kind.value} to {email}: {subject} [{one.key}, items: {one.items}]")
+    summary = ", ".join(f"{n} {kind}" for kind, n in sorted(Counter(p.kind.value for p in planned).items()))
+    done = "would be queued" if dry_run else "queued"
+    click.echo(f"{len(planned)} mails {done}{' (' + summary + ')' if summary else ''}.")
+    if dry_run:
+        click.echo("Dry run: nothing was written.")
+
+
+@tracker_cli.command("send-mail")
+@click.option("--dry-run", is_flag=True, help="Only count the messages that are due; send nothing.")
+@with_appcontext
+def send_mail_command(dry_run: bool) -> None:
+    """Send every outbox message that is due now (the scheduler's dispatch job, by hand)."""
+    from tracker.notifications.dispatch import MailConfigError, dispatch, due_count
+
+    now = datetime.now(UTC)
+    try:
+        if dry_run:
+            click.echo(f"{due_count(now)} due; nothing sent (dry run).")
+            return
+        result = dispatch(now)
+    except MailConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OperationalError as exc:
+        raise click.ClickException(f"cannot use the database (DATABASE_URL): {exc.orig}") from None
+    click.echo(f"sent {result.sent}, retried {result.retried}, failed {result.failed}")
+
+
+@tracker_cli.command("scheduler")
+@click.option("--once", is_flag=True, help="Take the lease, run every job once, and exit.")
+@with_appcontext
+def scheduler_command(once: bool) -> None:
+    """Run the scheduler: reminders, digests and mail delivery (its own process, never in web workers)."""
+    import logging
+
+    from flask import current_app
+
+    from tracker.scheduler import Scheduler
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    scheduler = Scheduler(current_app._get_current_object())  # type: ignore[attr-defined]
+    if once:
+        if not scheduler.run_once():
+            raise click.ClickException("another scheduler holds the lease; nothing was run")
+        click.echo("Ran every job once.")
+        return
+    scheduler.start()

@@ -3,7 +3,7 @@
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 
-from tracker.models import Priority, ResponseKind, Role, Status
+from tracker.models import NotificationKind, Priority, ResponseKind, Role, Status
 
 ROLE_LABELS = {
     Role.ADMIN: _l("Administrator"),
@@ -34,6 +34,26 @@ RESPONSE_LABELS = {
     ResponseKind.NOTED: _l("Noted (not accepted)"),
     ResponseKind.NOT_APPLICABLE: _l("Not applicable"),
 }
+
+
+KIND_LABELS = {
+    NotificationKind.DUE_SOON: _l("reminders before a deadline"),
+    NotificationKind.OVERDUE: _l("overdue reminders"),
+    NotificationKind.ESCALATION: _l("escalations"),
+    NotificationKind.STALE: _l("nudges about actions without updates"),
+    NotificationKind.DIGEST: _l("the quarterly digest"),
+    NotificationKind.ASSIGNMENT: _l("assignments"),
+    NotificationKind.SENT_BACK: _l("completions sent back"),
+    NotificationKind.VERIFIED: _l("verifications"),
+    NotificationKind.REVIEW_QUEUE: _l("the daily verification list"),
+    NotificationKind.INVITATION: _l("invitations"),
+    NotificationKind.PASSWORD_RESET: _l("password resets"),
+}
+
+
+def kind_label(value: str) -> str:
+    """The name of a kind of mail in the current language."""
+    return str(KIND_LABELS[NotificationKind(value)])
 
 
 def priority_label(value: str) -> str:

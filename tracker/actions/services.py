@@ -21,12 +21,14 @@ from tracker.models import (
     ActionItem,
     ActionUpdate,
     EvidenceFile,
+    NotificationKind,
     Office,
     Recommendation,
     Role,
     Status,
     User,
 )
+from tracker.notifications import account
 from tracker.permissions import Perm, can, office_scope_clause, require
 
 _CLOSED = sorted(s.value for s in CLOSED_STATUSES)
@@ -289,6 +291,11 @@ def record_update(actor: User, item: ActionItem, now: datetime, request: UpdateR
             )
         )
     db.session.flush()
+    # The owner hears of a reviewer's decision; the mail leaves after the caller's commit.
+    if (current, target) == (Status.COMPLETED, Status.VERIFIED):
+        account.notify_review_outcome(item, NotificationKind.VERIFIED, note or None, now)
+    elif (current, target) == (Status.COMPLETED, Status.IN_PROGRESS):
+        account.notify_review_outcome(item, NotificationKind.SENT_BACK, note, now)
     return update
 
 

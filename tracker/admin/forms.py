@@ -64,13 +64,14 @@ class UserEditForm(FlaskForm):
 
 
 class UserCreateForm(UserEditForm):
-    """A new user: the edit fields, an email, and an initial password given twice."""
+    """A new user: the edit fields, an email, and either an invitation or an initial password."""
 
     email = EmailField(_l("Email"), validators=[DataRequired(), Length(max=254)])
+    invite = BooleanField(_l("Email an invitation: the user chooses their own password"), default=True)
     password = PasswordField(
         _l("Initial password"),
         validators=[
-            DataRequired(),
+            Optional(),
             Length(
                 min=MIN_PASSWORD_LENGTH,
                 max=1024,
@@ -81,9 +82,20 @@ class UserCreateForm(UserEditForm):
     )
     confirm = PasswordField(
         _l("Repeat the initial password"),
-        validators=[DataRequired(), EqualTo("password", message=_l("The two passwords differ."))],
+        validators=[EqualTo("password", message=_l("The two passwords differ."))],
         render_kw={"autocomplete": "new-password"},
     )
+
+    def validate(self, extra_validators: Any = None) -> bool:
+        """The fields' own checks, then: without an invitation, the admin must give a password."""
+        valid = super().validate(extra_validators)
+        if not self.invite.data and not self.password.data:
+            self.password.errors = [
+                *self.password.errors,
+                _l("Give an initial password, or send an invitation."),
+            ]
+            return False
+        return valid
 
 
 class OfficeEditForm(FlaskForm):

@@ -23,6 +23,7 @@ from tracker.admin.forms import (
 from tracker.admin.services import AdminError, OfficeError, UserError
 from tracker.extensions import db
 from tracker.models import Office, Role, User
+from tracker.notifications.account import send_invitation
 from tracker.permissions import Perm, require
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -83,7 +84,7 @@ def users() -> str:
 @bp.route("/users/new", methods=["GET", "POST"])
 @login_required
 def new_user() -> Response | str:
-    """Create a user with an initial password (admins only)."""
+    """Create a user who is invited by mail or given an initial password (admins only)."""
     require(current_user, Perm.MANAGE_USERS)
     form = UserCreateForm(role=Role.FOCAL_POINT.value)
     form.office.choices = office_choices(
@@ -97,17 +98,29 @@ def new_user() -> Response | str:
                 form.role.data,
                 name=form.name.data,
                 office_code=form.office.data or None,
-                password=form.password.data,
+                password=form.password.data or None,
                 language=form.language.data or None,
                 timezone=form.timezone.data or None,
                 actor=current_user,
                 now=datetime.now(UTC),
             )
+            if form.invite.data:
+                send_invitation(user, current_user, datetime.now(UTC))
             db.session.commit()
         except UserError as exc:
             _show_error(form, exc)
         else:
-            flash(_("%(name)s (%(email)s) can now sign in.", name=user.name, email=user.email), "success")
+            if form.invite.data:
+                flash(
+                    _(
+                        "%(name)s is invited: a link to choose a password goes to %(email)s.",
+                        name=user.name,
+                        email=user.email,
+                    ),
+                    "success",
+                )
+            else:
+                flash(_("%(name)s (%(email)s) can now sign in.", name=user.name, email=user.email), "success")
             return redirect(url_for("admin.edit_user", user_id=user.id))
     _not_saved(form)
     return render_template("admin/user_form.html", form=form, user=None, timezones=_timezones())

@@ -1,0 +1,97 @@
+"""The scheduler's lease: one holder at a time, standbys take over, a clean stop hands over at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from tracker.extensions import db
+from tracker.models import SchedulerLease
+from tracker.scheduler import LEASE_NAME, release_lease, try_lease
+
+ROOT = Path(__file__).resolve().parent.parent
+T0 = datetime(2026, 11, 24, 8, tzinfo=UTC)
+TTL = timedelta(seconds=45)
+
+
+def test_one_holder_at_a_time(app):
+    with app.app_context():
+        assert try_lease("a", T0, TTL, {"compose": "2026-11-24T08:15:00+00:00"})
+        assert not try_lease("b", T0 + timedelta(seconds=10), TTL)
+        assert try_lease("a", T0 + timedelta(seconds=15), TTL)  # renewal
+        assert not try_lease("b", T0 + timedelta(seconds=59), TTL)  # a's renewal runs to 08:01:00
+        assert try_lease("b", T0 + timedelta(seconds=61), TTL)  # a stopped renewing: b takes over
+        assert not try_lease("a", T0 + timedelta(seconds=62), TTL)
+        lease = db.session.get(SchedulerLease, LEASE_NAME)
+        assert lease.holder == "b" and lease.heartbeat_at == T0 + timedelta(seconds=61)
+        release_lease("b", T0 + timedelta(seconds=70))
+        assert try_lease("c", T0 + timedelta(seconds=71), TTL)  # released: no wait
+
+
+def _scheduler(database_url: str, log: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "DATABASE_URL"))}
+    env.update(
+        TRACKER_CONFIG="development",
+        DATABASE_URL=database_url,
+        SECRET_KEY="scheduler-test-secret",
+        TRACKER_LEASE_SECONDS="3",
+        TRACKER_LEASE_RENEW_SECONDS="1",
+        TRACKER_MAIL_DIR=str(log.parent / "mail"),
+    )
+    with log.open("w") as output:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "wsgi", "tracker", "scheduler"],
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _holder(app) -> str | None:
+    with app.app_context():
+        lease = db.session.scalar(sa.select(SchedulerLease))
+        db.session.remove()
+        if lease is None or lease.expires_at < datetime.now(UTC):
+            return None
+        return lease.holder
+
+
+def _wait_for(predicate, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_a_standby_process_takes_over(app, database_url, tmp_path):
+    first = _scheduler(database_url, tmp_path / "first.log")
+    second = None
+    try:
+        assert _wait_for(lambda: _holder(app) is not None, 20), (tmp_path / "first.log").read_text()
+        holder = _holder(app)
+        assert holder.split(":")[1] == str(first.pid)
+        second = _scheduler(database_url, tmp_path / "second.log")
+        time.sleep(3)
+        assert _holder(app) == holder  # the standby waits
+        first.send_signal(signal.SIGKILL)  # no clean stop: the lease must expire
+        first.wait(10)
+        assert _wait_for(lambda: (_holder(app) or "").split(":")[1:2] == [str(second.pid)], 10)
+        second.send_signal(signal.SIGTERM)  # a clean stop releases the lease
+        assert second.wait(15) == 0
+        assert _holder(app) is None
+        assert "holds the lease" in (tmp_path / "second.log").read_text()
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait(10)

@@ -1,0 +1,1 @@
+"""Office pages and action plans: each office's actions by recommendation, agreed and reassigned."""

@@ -1,0 +1,245 @@
+"""Office pages: the offices with their counts, an office's action plan, adding and editing its
+actions, and reassigning the actions of someone who leaves."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
+from flask_babel import ngettext
+from flask_login import current_user, login_required
+from sqlalchemy.orm.exc import StaleDataError
+from wtforms import SelectChoice
+
+from tracker.actions.services import ConflictError, changes_since
+from tracker.extensions import db
+from tracker.labels import role_label
+from tracker.models import ActionItem, Office, Recommendation, User
+from tracker.offices import services
+from tracker.offices.forms import ActionForm, ReassignForm
+from tracker.permissions import Perm, office_scope, require
+
+bp = Blueprint("offices", __name__)
+
+
+@bp.route("/offices")
+@login_required
+def index() -> ResponseReturnValue:
+    """The offices the user may see with their open, overdue and done actions; one office: its page."""
+    scope = office_scope(current_user)
+    if scope is not None and len(scope) == 1:  # a focal point or an office's manager
+        office = db.session.get(Office, next(iter(scope))) or abort(404)
+        return redirect(url_for(".detail", code=office.code))
+    return render_template("offices/index.html", rows=services.office_counts(current_user, _now()))
+
+
+@bp.route("/offices/<code>")
+@login_required
+def detail(code: str) -> str:
+    """An office's action plan: each recommendation in use with the response and the actions."""
+    now = _now()
+    office = services.get_office(current_user, code)
+    [(_office, counts)] = services.office_counts(current_user, now, only=office)
+    return render_template(
+        "offices/detail.html",
+        office=office,
+        counts=counts,
+        plan=services.action_plan(current_user, office),
+        now=now,
+    )
+
+
+@bp.route("/offices/<code>/actions/new", methods=["GET", "POST"])
+@login_required
+def create_action(code: str) -> ResponseReturnValue:
+    """Add an action to an office's plan (reviewers and admins); ?recommendation=<id> preselects one."""
+    office = services.get_office(current_user, code)
+    require(current_user, Perm.CREATE_ACTION, office)
+    form = ActionForm()
+    recommendations = _offer_choices(form, office, None)
+    if request.method == "GET":
+        chosen = request.args.get("recommendation", type=int)
+        if chosen in {r.id for r in recommendations}:
+            form.recommendation_id.data = chosen
+    elif form.validate_on_submit():
+        try:
+            item = services.create_action(current_user, office, _now(), _fields(form))
+            db.session.commit()
+        except services.PlanError as exc:
+            _refuse(form, exc)
+        else:
+            flash(
+                _(
+                    "The action “%(title)s” is added to the plan of %(office)s.",
+                    title=item.title,
+                    office=office.code,
+                ),
+                "success",
+            )
+            return redirect(url_for(".detail", code=office.code, _anchor=f"rec-{item.recommendation_id}"))
+    if request.method == "POST":
+        flash(_("Nothing was saved: see the messages in the form."), "error")
+    return render_template(
+        "offices/action_form.html", form=form, office=office, item=None, conflict=None
+    ), 422 if request.method == "POST" else 200
+
+
+@bp.route("/actions/<int:action_id>/edit", methods=["GET", "POST"])
+@login_required
+def edit_action(action_id: int) -> ResponseReturnValue:
+    """Change an action's title, description, recommendation, owner, deputy, deadline (reviewers, admins)."""
+    item = services.get_item(current_user, action_id) or abort(404)
+    require(current_user, Perm.EDIT_ACTION, item)
+    if not services.may_edit(item):
+        flash(_("This action is verified or cancelled; it can no longer be edited."), "error")
+        return redirect(url_for("actions.detail", action_id=item.id))
+    form = ActionForm() if request.method == "POST" else ActionForm(obj=item)
+    _offer_choices(form, item.office, item)
+    conflict = None
+    if form.validate_on_submit():
+        # A missing or forged version cannot match: it is handled as a conflict.
+        raw = form.version.data or ""
+        version = int(raw) if raw.isdigit() and len(raw) < 10 else 0
+        try:
+            services.edit_action(current_user, item, _now(), _fields(form), version)
+            db.session.commit()
+        except services.PlanError as exc:
+            _refuse(form, exc)
+        except ConflictError as exc:
+            conflict = exc
+        except StaleDataError:  # someone saved between our read and our write
+            db.session.rollback()
+            item = services.get_item(current_user, action_id) or abort(404)
+            conflict = ConflictError(item, changes_since(item, version))
+        else:
+            flash(_("Your changes to “%(title)s” are saved.", title=item.title), "success")
+            return redirect(url_for("actions.detail", action_id=item.id))
+        if conflict is not None:
+            # Keep what the person typed; base the next save on the version they have now seen.
+            item = conflict.item
+            _offer_choices(form, item.office, item)
+            form.version.data = str(item.version)
+    if request.method == "POST":
+        if conflict is not None:
+            flash(_("Someone else saved this action after you opened it. Nothing was saved."), "error")
+        else:
+            flash(_("Nothing was saved: see the messages in the form."), "error")
+    else:
+        form.version.data = str(item.version)
+    status = 409 if conflict else 422 if request.method == "POST" else 200
+    return render_template(
+        "offices/action_form.html", form=form, office=item.office, item=item, conflict=conflict
+    ), status
+
+
+@bp.route("/offices/<code>/reassign", methods=["GET", "POST"])
+@login_required
+def reassign(code: str) -> ResponseReturnValue:
+    """Hand the actions of someone leaving to someone else: choose, preview, confirm (reviewers, admins)."""
+    office = services.get_office(current_user, code)
+    require(current_user, Perm.EDIT_ACTION, office)
+    form = ReassignForm()
+    choose = SelectChoice("", _("Choose a person"))
+    form.leaving_id.choices = [choose] + [
+        SelectChoice(u.id, _person_label(u, office)) for u in services.leaving_candidates(office)
+    ]
+    form.successor_id.choices = [choose] + [
+        SelectChoice(u.id, _person_label(u, office)) for u in services.assignable_people(office)
+    ]
+    plan, status = None, 200
+    if form.validate_on_submit():
+        plan = _plan_or_refuse(form, office)
+        if plan is not None and form.confirm.data:
+            try:
+                done = services.apply_reassignment(current_user, plan, _now(), form.fingerprint.data or "")
+                db.session.commit()
+            except services.PlanError as exc:
+                refusal = exc.message
+            except StaleDataError:  # an item changed between our read and our write
+                refusal = _("Some of these actions changed meanwhile. Check the new list and confirm again.")
+            else:
+                flash(ngettext("%(num)d action reassigned.", "%(num)d actions reassigned.", done), "success")
+                return redirect(url_for(".detail", code=office.code))
+            db.session.rollback()  # all or nothing
+            form.form_errors.append(refusal)
+            plan, status = _plan_or_refuse(form, office), 409  # the list as it stands now
+        if plan is None:
+            status = 422
+            flash(_("Nothing was reassigned: see the messages in the form."), "error")
+        else:
+            form.fingerprint.data = plan.fingerprint
+            if status == 409:
+                flash(_("Nothing was reassigned: see the message above the list."), "error")
+            elif plan.changes:
+                flash(_("Nothing is changed yet: check the list, then confirm."), "info")
+            else:
+                flash(_("Nothing to reassign: no action matches."), "info")
+    elif request.method == "POST":
+        status = 422
+        flash(_("Nothing was reassigned: see the messages in the form."), "error")
+    return render_template("offices/reassign.html", form=form, office=office, plan=plan), status
+
+
+def _plan_or_refuse(form: ReassignForm, office: Office) -> services.Reassignment | None:
+    """The reassignment the form asks for, as the database stands now; None (and errors) if refused."""
+    try:
+        return services.plan_reassignment(
+            current_user, office, form.leaving_id.data, form.successor_id.data, bool(form.include_closed.data)
+        )
+    except services.PlanError as exc:
+        _refuse(form, exc)
+        return None
+
+
+def _offer_choices(form: ActionForm, office: Office, item: ActionItem | None) -> list[Recommendation]:
+    """Fill the selects for this office (and item); returns the recommendations offered."""
+    recommendations = services.recommendations_for_plan(item.recommendation if item else None)
+    form.recommendation_id.choices = [SelectChoice("", _("Choose a recommendation"))] + [
+        SelectChoice(r.id, f"{r.code} — {r.title}") for r in recommendations
+    ]
+    people = [SelectChoice(u.id, _person_label(u, office)) for u in services.assignable_people(office)]
+    offered = {c.value for c in people}
+    # Someone an item already has stays on offer (marked) so that saving other changes keeps them.
+    current = [u for u in (item.owner, item.deputy) if u is not None] if item else []
+    people += [SelectChoice(u.id, _person_label(u, office)) for u in current if u.id not in offered]
+    form.owner_id.choices = [SelectChoice("", _("Choose the owner")), *people]
+    form.deputy_id.choices = [SelectChoice("", _("No deputy")), *people]
+    return recommendations
+
+
+def _person_label(user: User, office: Office) -> str:
+    """A person in a select: name and role, and why they may not be chosen for the office."""
+    label = f"{user.name} — {role_label(user.role)}"
+    if not user.active:
+        return _("%(person)s (inactive)", person=label)
+    if user.office_id != office.id or not services.may_be_assigned(user, office):
+        return _("%(person)s (not of this office)", person=label)
+    return label
+
+
+def _fields(form: ActionForm) -> services.ActionFields:
+    return services.ActionFields(
+        title=form.title.data or "",
+        recommendation_id=form.recommendation_id.data,
+        owner_id=form.owner_id.data,
+        deputy_id=form.deputy_id.data,
+        deadline=form.deadline.data,
+        description=form.description.data or "",
+        note=form.note.data or "",
+    )
+
+
+def _refuse(form: ActionForm | ReassignForm, error: services.PlanError) -> None:
+    """Put a service's refusal next to its field, else above the form; nothing of it is kept."""
+    db.session.rollback()
+    field = getattr(form, error.field, None) if error.field else None
+    if field is not None:
+        field.errors = [*field.errors, error.message]
+    else:
+        form.form_errors.append(error.message)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

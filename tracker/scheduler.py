@@ -1,0 +1,218 @@
+"""The scheduler process: `flask --app wsgi tracker scheduler`. Never started by web workers.
+
+Several scheduler processes may run (on one host or several). They share one lease row in the
+database: the holder runs the jobs and renews the lease; the others wait as hot standbys and
+take over when the holder stops renewing it. Jobs look at database state (what is due, what is
+pending), never at whether a timer fired, so a scheduler that was down catches up when it starts;
+and compose and dispatch are idempotent, so a job run twice does no harm.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from flask import Flask
+from sqlalchemy.exc import IntegrityError
+
+from tracker.extensions import db
+from tracker.models import SchedulerLease
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "main"
+
+
+def compose_job(now: datetime) -> None:
+    """Reminders, escalations, stale nudges and review lists for everyone whose morning has come."""
+    from tracker.notifications import compose
+
+    compose.compose_reminders(now)
+    compose.compose_due_digests(now)
+
+
+def dispatch_job(now: datetime) -> None:
+    """Send what the outbox holds."""
+    from tracker.notifications import dispatch
+
+    dispatch.dispatch(now)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A periodic job: a stable id, its period, and the function it runs (given "now")."""
+
+    id: str
+    every: timedelta
+    run: Callable[[datetime], None]
+    commits: bool = True
+
+
+#: Every periodic job, in one list with stable ids (shown on the admin outbox page).
+JOBS = [
+    Job("compose", timedelta(minutes=15), compose_job),
+    Job("dispatch", timedelta(minutes=1), dispatch_job, commits=False),  # dispatch commits per batch
+]
+
+
+def holder_id() -> str:
+    """Who this process is, for the lease row: host, pid and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def try_lease(holder: str, now: datetime, ttl: timedelta, next_runs: dict[str, str] | None = None) -> bool:
+    """Take or renew the lease; True if ``holder`` has it until now + ttl. Commits.
+
+    The UPDATE only matches when the lease is ours or has expired, and the database lets one
+    such UPDATE win, so two processes can never both believe they hold it.
+    """
+    values: dict[str, Any] = {"holder": holder, "expires_at": now + ttl, "heartbeat_at": now}
+    if next_runs is not None:
+        values["next_runs"] = json.dumps(next_runs, sort_keys=True)
+    taken = db.session.execute(
+        sa.update(SchedulerLease)
+        .where(
+            SchedulerLease.name == LEASE_NAME,
+            sa.or_(SchedulerLease.holder == holder, SchedulerLease.expires_at < now),
+        )
+        .values(**values)
+    ).rowcount
+    if taken:
+        db.session.commit()
+        return True
+    if db.session.get(SchedulerLease, LEASE_NAME) is not None:
+        db.session.rollback()
+        return False
+    try:
+        db.session.add(SchedulerLease(name=LEASE_NAME, **values))
+        db.session.commit()
+    except IntegrityError:  # another process inserted it first
+        db.session.rollback()
+        return False
+    return True
+
+
+def release_lease(holder: str, now: datetime) -> None:
+    """Give the lease up at once (on a clean stop), so a standby need not wait for it to expire."""
+    db.session.execute(
+        sa.update(SchedulerLease)
+        .where(SchedulerLease.name == LEASE_NAME, SchedulerLease.holder == holder)
+        .values(expires_at=now)
+    )
+    db.session.commit()
+
+
+class Scheduler:
+    """APScheduler in the foreground, running JOBS only while this process holds the lease."""
+
+    def __init__(self, app: Flask, *, clock: Callable[[], datetime] | None = None) -> None:
+        self.app = app
+        self.holder = holder_id()
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.ttl = timedelta(seconds=app.config["TRACKER_LEASE_SECONDS"])
+        self.renew_every = timedelta(seconds=app.config["TRACKER_LEASE_RENEW_SECONDS"])
+        self.leader = False
+        self.scheduler = BlockingScheduler(
+            timezone=UTC,
+            # A late run is still worth doing (the jobs catch up from database state); runs missed
+            # while busy collapse into one.
+            job_defaults={"coalesce": True, "misfire_grace_time": 3600, "max_instances": 1},
+        )
+
+    def renew(self) -> None:
+        """The lease job: take or keep the lease, and publish the next run times."""
+        with self.app.app_context():
+            was_leader = self.leader
+            try:
+                self.leader = try_lease(self.holder, self.clock(), self.ttl, self._next_runs())
+            except Exception:  # a database hiccup: act as a standby until the next renewal
+                log.exception("scheduler %s: lease renewal failed", self.holder)
+                db.session.rollback()
+                self.leader = False
+            finally:
+                db.session.remove()
+        if self.leader and not was_leader:
+            log.info("scheduler %s holds the lease; running jobs", self.holder)
+            for job in JOBS:  # catch up at once on taking over
+                if self.scheduler.get_job(job.id) is not None:
+                    self.scheduler.modify_job(job.id, next_run_time=datetime.now(UTC))
+        elif was_leader and not self.leader:
+            log.warning("scheduler %s lost the lease; standing by", self.holder)
+
+    def run_job(self, job: Job) -> None:
+        """Run one job in an app context if this process holds the lease."""
+        if not self.leader:
+            return
+        with self.app.app_context():
+            try:
+                job.run(self.clock())
+                if job.commits:
+                    db.session.commit()
+            except Exception:
+                db.session.rollback()
+                log.exception("scheduler job %s failed; it runs again at its next time", job.id)
+            finally:
+                db.session.remove()
+
+    def _next_runs(self) -> dict[str, str]:
+        runs = {}
+        for job in self.scheduler.get_jobs():
+            if job.next_run_time is not None and job.id != "lease":
+                runs[job.id] = job.next_run_time.astimezone(UTC).isoformat()
+        return runs
+
+    def start(self) -> None:
+        """Run until SIGTERM or SIGINT; releases the lease on the way out."""
+        now = datetime.now(UTC)
+        self.scheduler.add_job(
+            self.renew,
+            IntervalTrigger(seconds=self.renew_every.total_seconds()),
+            id="lease",
+            next_run_time=now,
+        )
+        for job in JOBS:
+            self.scheduler.add_job(
+                self.run_job,
+                IntervalTrigger(seconds=job.every.total_seconds()),
+                args=[job],
+                id=job.id,
+                next_run_time=now + timedelta(seconds=1),
+            )
+
+        def stop(signum: int, frame: Any) -> None:
+            log.info("scheduler %s stopping (signal %s)", self.holder, signum)
+            self.scheduler.shutdown(wait=False)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        log.info(
+            "scheduler %s started; lease %ss, renewed every %ss", self.holder, self.ttl, self.renew_every
+        )
+        try:
+            self.scheduler.start()
+        finally:
+            with self.app.app_context():
+                release_lease(self.holder, datetime.now(UTC))
+                db.session.remove()
+
+    def run_once(self) -> bool:
+        """Take the lease and run every job once (for cron or a check); False if another holds it."""
+        self.renew()
+        if not self.leader:
+            return False
+        for job in JOBS:
+            self.run_job(job)
+        with self.app.app_context():
+            release_lease(self.holder, datetime.now(UTC))
+        return True
