@@ -92,6 +92,9 @@ class Config:
     #: The scheduler's lease: a standby takes over at most this long after the holder stops.
     TRACKER_LEASE_SECONDS = _env_int("TRACKER_LEASE_SECONDS", 45)
     TRACKER_LEASE_RENEW_SECONDS = _env_int("TRACKER_LEASE_RENEW_SECONDS", 15)
+    #: How often the scheduler composes (who is in their morning) and dispatches the outbox.
+    TRACKER_COMPOSE_EVERY_SECONDS = _env_int("TRACKER_COMPOSE_EVERY_SECONDS", 15 * 60)
+    TRACKER_DISPATCH_EVERY_SECONDS = _env_int("TRACKER_DISPATCH_EVERY_SECONDS", 60)
     #: Evidence files: where they are kept, the size of one file, how many one update may carry.
     TRACKER_UPLOAD_DIR = os.environ.get("TRACKER_UPLOAD_DIR") or str(INSTANCE_DIR / "uploads")
     TRACKER_MAX_UPLOAD_BYTES = _env_int("TRACKER_MAX_UPLOAD_MB", 10) * 1024 * 1024

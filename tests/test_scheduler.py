@@ -35,7 +35,7 @@ def test_one_holder_at_a_time(app):
         assert try_lease("c", T0 + timedelta(seconds=71), TTL)  # released: no wait
 
 
-def _scheduler(database_url: str, log: Path) -> subprocess.Popen:
+def _scheduler(database_url: str, log: Path, **extra: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "DATABASE_URL"))}
     env.update(
         TRACKER_CONFIG="development",
@@ -44,6 +44,7 @@ def _scheduler(database_url: str, log: Path) -> subprocess.Popen:
         TRACKER_LEASE_SECONDS="3",
         TRACKER_LEASE_RENEW_SECONDS="1",
         TRACKER_MAIL_DIR=str(log.parent / "mail"),
+        **extra,
     )
     with log.open("w") as output:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
@@ -95,3 +96,73 @@ def test_a_standby_process_takes_over(app, database_url, tmp_path):
             if process is not None and process.poll() is None:
                 process.kill()
                 process.wait(10)
+
+
+def _zone_in_working_hours() -> str:
+    """A fixed-offset zone where it is now between 09:00 and 20:00, so "the morning has come"."""
+    now = datetime.now(UTC)
+    for offset in range(-12, 15):
+        # Etc/GMT-8 is UTC+8: the sign is inverted in these names.
+        name = f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}" if offset else "Etc/UTC"
+        local = now + timedelta(hours=offset)
+        if 9 <= local.hour <= 19:
+            return name
+    raise AssertionError("no zone in working hours")
+
+
+def test_three_schedulers_at_once_send_each_mail_once(app, world, database_url, smtp_server, tmp_path):
+    """Three processes against one database: every owner gets exactly one mail per kind."""
+    from zoneinfo import ZoneInfo
+
+    from tracker.models import ActionItem, Notification, Office, User
+
+    zone = _zone_in_working_hours()
+    with app.app_context():
+        for office in db.session.scalars(sa.select(Office)):
+            office.timezone = zone
+        today = datetime.now(ZoneInfo(zone)).date()
+        for item in db.session.scalars(sa.select(ActionItem)):
+            item.deadline = today - timedelta(days=1)  # first day overdue: an overdue mail for each owner
+        for user in db.session.scalars(sa.select(User)):
+            user.timezone = None
+        db.session.commit()
+    processes = []
+    try:
+        for n in range(3):
+            env_log = tmp_path / f"scheduler-{n}.log"
+            process = _scheduler(
+                database_url,
+                env_log,
+                MAIL_SERVER=smtp_server.host,
+                MAIL_PORT=str(smtp_server.port),
+                TRACKER_COMPOSE_EVERY_SECONDS="2",
+                TRACKER_DISPATCH_EVERY_SECONDS="1",
+            )
+            processes.append(process)
+
+        def delivered() -> bool:
+            with app.app_context():
+                pending = db.session.scalar(
+                    sa.select(sa.func.count()).where(Notification.state != "sent").select_from(Notification)
+                )
+                total = db.session.scalar(sa.select(sa.func.count()).select_from(Notification))
+                db.session.remove()
+            return total >= 2 and pending == 0
+
+        assert _wait_for(delivered, 40), [p.read_text()[-2000:] for p in tmp_path.glob("*.log")]
+        time.sleep(5)  # several more compose and dispatch rounds, by whichever process leads
+        received = sorted((m.rcpt_tos[0], m.parsed()["Subject"]) for m in smtp_server.messages)
+        assert received == [
+            ("focal.my@example.test", "1 action overdue — MY"),
+            ("focal.sg@example.test", "1 action overdue — SG"),
+        ], received
+        assert all(p.poll() is None for p in processes)  # standbys keep waiting
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)

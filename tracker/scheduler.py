@@ -51,18 +51,18 @@ def dispatch_job(now: datetime) -> None:
 
 @dataclass(frozen=True)
 class Job:
-    """A periodic job: a stable id, its period, and the function it runs (given "now")."""
+    """A periodic job: a stable id, the setting that holds its period in seconds, what it runs."""
 
     id: str
-    every: timedelta
+    every_setting: str
     run: Callable[[datetime], None]
     commits: bool = True
 
 
 #: Every periodic job, in one list with stable ids (shown on the admin outbox page).
 JOBS = [
-    Job("compose", timedelta(minutes=15), compose_job),
-    Job("dispatch", timedelta(minutes=1), dispatch_job, commits=False),  # dispatch commits per batch
+    Job("compose", "TRACKER_COMPOSE_EVERY_SECONDS", compose_job),
+    Job("dispatch", "TRACKER_DISPATCH_EVERY_SECONDS", dispatch_job, commits=False),  # commits per batch
 ]
 
 
@@ -184,7 +184,7 @@ class Scheduler:
         for job in JOBS:
             self.scheduler.add_job(
                 self.run_job,
-                IntervalTrigger(seconds=job.every.total_seconds()),
+                IntervalTrigger(seconds=self.app.config[job.every_setting]),
                 args=[job],
                 id=job.id,
                 next_run_time=now + timedelta(seconds=1),
