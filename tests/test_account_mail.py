@@ -168,3 +168,33 @@ def test_admin_invites_a_user_who_chooses_a_password(app, world, login_as, clien
     )
     assert done.status_code == 302 and client.get("/").status_code == 200  # signed in
     assert login(app.test_client(), "new.focal@example.test", "my-own-password").status_code == 302
+
+
+def test_account_and_workflow_mail_match_the_stored_renderings(app, world):
+    """Text and HTML of each kind against tests/email_expected/ (UPDATE_EXPECTED=1 rewrites them)."""
+    from tests.test_compose import check_expected, normalised
+    from tracker.notifications.render import render_email
+
+    with app.app_context():
+        user = db.session.get(User, world.user_ids["focal_sg"])
+        admin = db.session.get(User, world.user_ids["admin"])
+        item = db.session.get(ActionItem, world.items["SG"])
+        renderings = {
+            "invitation": render_email(
+                "invitation",
+                user,
+                url="http://127.0.0.1:5000/account/welcome/TOKEN",
+                invited_by=admin,
+                days=7,
+            ),
+            "password_reset": render_email(
+                "password_reset", user, url="http://127.0.0.1:5000/account/reset/TOKEN", hours=2
+            ),
+            "assignment": render_email("assignment", user, items=[item], role="owner"),
+            "sent_back": render_email("sent_back", user, item=item, note="Add the <link> to the report."),
+            "verified": render_email("verified", user, item=item, note=None),
+        }
+    for kind, email in renderings.items():
+        check_expected(f"{kind}.txt", f"Subject: {email.subject}\n\n{normalised(email.text, world)}")
+        check_expected(f"{kind}.html", normalised(email.html, world))
+    assert "Add the &lt;link&gt; to the report." in renderings["sent_back"].html  # user text is escaped
