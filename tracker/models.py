@@ -185,6 +185,8 @@ class User(UserMixin, db.Model):
     notify_review_queue: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: SHA-256 of the secret in the user's calendar feed URL; None until they create one.
+    calendar_token_hash: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
 
     office: Mapped[Office | None] = relationship(back_populates="users")
 
@@ -466,6 +468,23 @@ class Escalation(db.Model):
     #: 1 for the first escalation (overdue more than the configured days); room for later levels.
     level: Mapped[int] = mapped_column(default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiToken(db.Model):
+    """A personal API token: only its SHA-256 is stored; the secret is shown once at creation."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("user_account.id"), index=True)
+    #: A label the user chose, e.g. "reporting script".
+    name: Mapped[str] = mapped_column(sa.String(100))
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship()
 
 
 class SchedulerLease(db.Model):
