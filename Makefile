@@ -6,7 +6,10 @@ FLASK  := $(VENV)/bin/flask --app wsgi
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-.PHONY: run test lint format install install-dev clean
+.PHONY: run test lint format install install-dev clean translations compile-translations
+
+BABEL := $(VENV)/bin/pybabel
+CATALOGS := tracker/translations
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +26,17 @@ $(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+## Extract the marked strings and merge them into the French and Spanish catalogues (then translate the .po files).
+translations: $(VENV)/.installed
+	$(BABEL) extract -F babel.cfg -k _l -k lazy_gettext --no-location --sort-output --omit-header -o $(CATALOGS)/messages.pot .
+	$(BABEL) update -i $(CATALOGS)/messages.pot -d $(CATALOGS) --no-fuzzy-matching --ignore-obsolete
+
+## Build the .mo files the app reads (they are not committed).
+compile-translations: $(VENV)/.installed
+	$(BABEL) compile -d $(CATALOGS) --statistics
+
 ## Start the development server on http://$(HOST):$(PORT) with the demo data (SQLite by default).
-run: $(VENV)/.installed
+run: $(VENV)/.installed compile-translations
 	$(FLASK) db upgrade
 	$(FLASK) tracker seed-demo --if-empty
 	@echo ""
@@ -39,7 +51,7 @@ run: $(VENV)/.installed
 	$(FLASK) run --host $(HOST) --port $(PORT)
 
 ## Run the whole suite on SQLite, and again on PostgreSQL when TEST_DATABASE_URL is set.
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev compile-translations
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev

@@ -80,7 +80,8 @@ class Config:
 
     BABEL_DEFAULT_LOCALE = "en"
     BABEL_DEFAULT_TIMEZONE = "UTC"
-    TRACKER_LANGUAGES = ("en",)
+    #: Interface languages (catalogues in tracker/translations/); the first is the fallback.
+    TRACKER_LANGUAGES = ("en", "fr", "es")
 
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"

@@ -151,3 +151,33 @@ def test_sign_in_attempts_are_rate_limited(app, client, world):
     finally:
         app.config["TRACKER_LOGIN_RATE_LIMIT"] = "1000 per minute"
         limiter.reset()
+
+
+def test_language_switcher_and_choice(app, client, world, login_as):
+    page = client.get("/auth/login")
+    assert '<option value="fr" lang="fr">Français</option>' in page.text
+    assert '<option value="es" lang="es">Español</option>' in page.text
+    switched = client.post(
+        "/auth/language", data={"csrf_token": csrf_token(page.text), "language": "fr", "next": "/auth/login"}
+    )
+    assert switched.status_code == 302 and switched.headers["Location"] == "/auth/login"
+    assert '<html lang="fr"' in client.get("/auth/login").text
+    assert (
+        client.post(
+            "/auth/language", data={"csrf_token": csrf_token(page.text), "language": "xx"}
+        ).status_code
+        == 302
+    )
+    assert '<html lang="fr"' in client.get("/auth/login").text  # an unknown language changes nothing
+    # Signed in, the choice is kept on the account; the browser's preference comes after it.
+    c = login_as(world.users["focal_sg"])
+    token = csrf_token(c.get("/").text)
+    c.post("/auth/language", data={"csrf_token": token, "language": "es", "next": "//evil.test/"})
+    with app.app_context():
+        assert db.session.get(User, world.user_ids["focal_sg"]).language == "es"
+    assert '<html lang="es"' in c.get("/", headers={"Accept-Language": "fr"}).text
+
+
+def test_browser_language_is_used_before_signing_in(client):
+    assert '<html lang="fr"' in client.get("/auth/login", headers={"Accept-Language": "fr-CA,fr;q=0.9"}).text
+    assert '<html lang="en"' in client.get("/auth/login", headers={"Accept-Language": "de"}).text

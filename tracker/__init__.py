@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app, has_request_context, render_template, request
+from flask import Flask, current_app, has_request_context, render_template, request, session
 from flask_babel import lazy_gettext
 from flask_login import current_user
 from sqlalchemy import event
@@ -108,6 +108,8 @@ def select_locale() -> str | None:
         return languages[0]
     if current_user.is_authenticated and current_user.language in languages:
         return current_user.language
+    if session.get("language") in languages:  # chosen with the switcher before signing in
+        return session["language"]
     return request.accept_languages.best_match(languages) or languages[0]
 
 
@@ -166,6 +168,7 @@ def register_template_helpers(app: Flask) -> None:
         priority_label=labels.priority_label,
         response_label=labels.response_label,
         kind_label=labels.kind_label,
+        language_choices=labels.language_choices,
         current_locale_code=labels.locale_code,
         current_locale_rtl=labels.locale_is_rtl,
     )

@@ -76,6 +76,17 @@ def status_label(value: str) -> str:
     return str(STATUS_LABELS[Status(value)])
 
 
+def language_choices() -> list[tuple[str, str]]:
+    """(code, name in that language) of every language the interface speaks."""
+    from babel import Locale
+    from flask import current_app
+
+    return [
+        (code, Locale.parse(code).get_display_name(code).capitalize())
+        for code in current_app.config["TRACKER_LANGUAGES"]
+    ]
+
+
 def locale_code() -> str:
     """The current locale as a BCP 47 tag for the lang attribute, e.g. ``en`` or ``pt-BR``."""
     return str(get_locale()).replace("_", "-")

@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_required, login_user, logout_user
 from werkzeug.wrappers import Response
@@ -54,3 +54,15 @@ def password() -> Response | str:
             return redirect(url_for("actions.home"))
         form.current.errors.append(_("The current password is not right."))
     return render_template("auth/password.html", form=form)
+
+
+@bp.route("/language", methods=["POST"])
+def language() -> Response:
+    """Switch the interface language (remembered for the session, and on the account if signed in)."""
+    chosen = request.form.get("language", "")
+    if chosen in current_app.config["TRACKER_LANGUAGES"]:
+        session["language"] = chosen
+        if current_user.is_authenticated:
+            current_user.language = chosen
+            db.session.commit()
+    return redirect(services.safe_next_url(request.form.get("next")) or url_for("actions.home"))
