@@ -185,6 +185,7 @@ def scheduler_command(once: bool) -> None:
     from tracker.scheduler import Scheduler
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is too chatty
     scheduler = Scheduler(current_app._get_current_object())  # type: ignore[attr-defined]
     if once:
         if not scheduler.run_once():

@@ -187,6 +187,7 @@ class Scheduler:
                 IntervalTrigger(seconds=self.app.config[job.every_setting]),
                 args=[job],
                 id=job.id,
+                name=job.id,
                 next_run_time=now + timedelta(seconds=1),
             )
 
