@@ -50,8 +50,14 @@ run: $(VENV)/.installed compile-translations
 	$(FLASK) tracker scheduler & scheduler=$$!; \
 	$(FLASK) run --host $(HOST) --port $(PORT)
 
+## axe-core for the accessibility tests (tests/browser/test_accessibility.py), from package-lock.json.
+AXE := node_modules/axe-core/axe.min.js
+$(AXE): package.json package-lock.json
+	@if command -v npm >/dev/null; then npm ci --no-audit --no-fund && touch $@; \
+	else echo "npm is missing: the accessibility tests will be skipped (apt-get install nodejs npm)"; fi
+
 ## Run the whole suite on SQLite, and again on PostgreSQL when TEST_DATABASE_URL is set.
-test: $(VENV)/.installed-dev compile-translations
+test: $(VENV)/.installed-dev compile-translations $(AXE)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
@@ -63,4 +69,4 @@ format: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache node_modules

@@ -100,6 +100,12 @@ class Config:
     TRACKER_UPLOAD_DIR = os.environ.get("TRACKER_UPLOAD_DIR") or str(INSTANCE_DIR / "uploads")
     TRACKER_MAX_UPLOAD_BYTES = _env_int("TRACKER_MAX_UPLOAD_MB", 10) * 1024 * 1024
     TRACKER_MAX_FILES_PER_UPDATE = 5
+    #: Imports (CSV, XLSX): the largest file in bytes, and the most rows of data it may hold.
+    TRACKER_IMPORT_MAX_BYTES = _env_int("TRACKER_IMPORT_MAX_BYTES", 5 * 1024 * 1024)
+    TRACKER_IMPORT_MAX_ROWS = _env_int("TRACKER_IMPORT_MAX_ROWS", 20000)
+    #: Where an uploaded import waits for its confirmation (at most a day); empty means
+    #: <TRACKER_UPLOAD_DIR>/imports, which hosts behind one proxy already share.
+    TRACKER_IMPORT_DIR = os.environ.get("TRACKER_IMPORT_DIR") or None
     # The whole request: every file at its largest, plus the form.
     MAX_CONTENT_LENGTH = TRACKER_MAX_FILES_PER_UPDATE * TRACKER_MAX_UPLOAD_BYTES + 1024 * 1024
     #: Sign-in attempts allowed per client address (Flask-Limiter notation).

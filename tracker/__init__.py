@@ -124,12 +124,15 @@ def register_blueprints(app: Flask) -> None:
     """Mount each feature's blueprint."""
     from tracker.actions.views import bp as actions_bp
     from tracker.admin.views import bp as admin_bp
+    from tracker.api.views import bp as api_bp
     from tracker.auth.views import bp as auth_bp
     from tracker.dashboard.views import bp as dashboard_bp
     from tracker.notifications.admin_views import bp as outbox_bp
     from tracker.notifications.views import bp as notifications_bp
     from tracker.offices.views import bp as offices_bp
+    from tracker.profile.views import bp as profile_bp
     from tracker.recommendations.views import bp as recommendations_bp
+    from tracker.transfer.views import bp as transfer_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(actions_bp)
@@ -139,6 +142,11 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(outbox_bp)
     app.register_blueprint(dashboard_bp)
     app.register_blueprint(offices_bp)
+    app.register_blueprint(transfer_bp)
+    app.register_blueprint(profile_bp)
+    # Token authentication only, never cookies: a cross-site form cannot act through the API.
+    csrf.exempt(api_bp)
+    app.register_blueprint(api_bp)
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -70,6 +70,105 @@ def create_user_command(
     click.echo(f"Created {user.email} ({user.role}{', ' + office_code.upper() if office_code else ''}).")
 
 
+@tracker_cli.command("create-token")
+@click.argument("email")
+@click.option("--name", default="command line", show_default=True, help="What the token is for.")
+@with_appcontext
+def create_token_command(email: str, name: str) -> None:
+    """Create a personal API token for EMAIL and print it (it is shown this once)."""
+    from tracker.api.auth import TokenError, create_token
+    from tracker.models import User, normalise_email
+
+    try:
+        user = db.session.scalar(sa.select(User).where(User.email == normalise_email(email)))
+        if user is None:
+            raise click.ClickException(f"no user has the email {email!r}")
+        if not user.active:
+            raise click.ClickException(f"{user.email} is deactivated; a token would not work")
+        _token, secret = create_token(user, name, datetime.now(UTC))
+        db.session.commit()
+    except TokenError as exc:
+        db.session.rollback()
+        raise click.ClickException(exc.message) from None
+    except OperationalError as exc:
+        raise click.ClickException(f"cannot use the database (DATABASE_URL): {exc.orig}") from None
+    click.echo(f"API token {name!r} for {user.email}; it is shown this once:", err=True)
+    click.echo(secret)
+
+
+@tracker_cli.command("import")
+@click.argument("path", metavar="FILE", type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.option("--dry-run", is_flag=True, help="Print the plan and the problems; write nothing.")
+@click.option(
+    "--as",
+    "acting_email",
+    metavar="EMAIL",
+    help="The admin or reviewer recorded as author of the history rows (default: none).",
+)
+@with_appcontext
+def import_command(path: str, dry_run: bool, acting_email: str | None) -> None:
+    """Import recommendations and action items from a CSV or XLSX FILE: all rows or none.
+
+    Prints what would be created, updated or left alone, and every problem; with problems,
+    nothing is written and the exit status is 1.
+    """
+    from pathlib import Path
+
+    from flask import current_app
+    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.orm.exc import StaleDataError
+
+    from tracker.models import User, normalise_email
+    from tracker.permissions import Perm, can
+    from tracker.transfer import services as transfer
+
+    max_bytes = current_app.config["TRACKER_IMPORT_MAX_BYTES"]
+    max_rows = current_app.config["TRACKER_IMPORT_MAX_ROWS"]
+    file = Path(path)
+    try:
+        actor = None
+        if acting_email is not None:
+            actor = db.session.scalar(sa.select(User).where(User.email == normalise_email(acting_email)))
+            if actor is None or not can(actor, Perm.IMPORT_DATA):
+                raise click.ClickException(
+                    f"--as must name an active admin or reviewer, not {acting_email!r}"
+                )
+        with file.open("rb") as handle:
+            data = handle.read(max_bytes + 1)  # never more than the limit
+        try:
+            plan = transfer.plan_import(
+                transfer.read_table(data, file.name, max_bytes=max_bytes, max_rows=max_rows)
+            )
+        except transfer.ImportFileError as exc:
+            raise click.ClickException(exc.message) from None
+        for line in transfer.describe_plan(plan):
+            click.echo(line)
+        if plan.problems:
+            db.session.rollback()
+            click.echo(f"{len(plan.problems)} problem(s): nothing was imported.", err=True)
+            raise click.exceptions.Exit(1)
+        if dry_run:
+            db.session.rollback()
+            click.echo("Dry run: nothing was written.")
+            return
+        if not plan.changes_anything:
+            click.echo("Nothing to import: the file matches what tracker holds.")
+            return
+        note = f"Imported from {file.name}" + ("" if actor else " by the command line")
+        try:
+            transfer.apply_import(plan, actor, datetime.now(UTC), note)
+            db.session.commit()
+        except (IntegrityError, StaleDataError):
+            db.session.rollback()
+            raise click.ClickException(
+                "nothing was imported: the data changed while the file was being imported; run it again"
+            ) from None
+    except OperationalError as exc:
+        db.session.rollback()
+        raise click.ClickException(f"cannot use the database (DATABASE_URL): {exc.orig}") from None
+    click.echo("Imported: all rows were written.")
+
+
 @tracker_cli.command("remind")
 @click.option(
     "--today",

@@ -1,0 +1,994 @@
+"""Importing recommendations and action items from CSV and XLSX, through HTTP and the command line:
+the preview, every kind of problem, all-or-nothing writes, round trips with exports, odd files,
+permissions and bounded statement counts."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import os
+import re
+import time
+import zipfile
+from datetime import date
+
+import pytest
+import sqlalchemy as sa
+from openpyxl import Workbook, load_workbook
+
+from tests.conftest import csrf_token
+from tracker.extensions import db
+from tracker.models import (
+    ActionItem,
+    ActionUpdate,
+    Notification,
+    Recommendation,
+    Source,
+    User,
+)
+from tracker.transfer import services
+
+COLUMNS = list(services.COLUMNS)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _csv(rows: list[dict], header: list[str] | None = None, delimiter: str = ",") -> str:
+    header = header or COLUMNS
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=delimiter)
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([row.get(c, "") for c in header])
+    return buffer.getvalue()
+
+
+def _xlsx(rows: list[list], header: list[str] | None = None) -> bytes:
+    workbook = Workbook()
+    sheet = workbook.active
+    sheet.append(header or COLUMNS)
+    for row in rows:
+        sheet.append(row)
+    out = io.BytesIO()
+    workbook.save(out)
+    return out.getvalue()
+
+
+def _upload(client, content: bytes | str, filename: str, *, token: str | None = None, field: str = "file"):
+    """A multipart POST to /import; the request body is closed here (no temp file left open)."""
+    from flask.testing import EnvironBuilder
+
+    if isinstance(content, str):
+        content = content.encode("utf-8")
+    data = {"csrf_token": token or csrf_token(client.get("/import").text)}
+    data[field] = (io.BytesIO(content), filename) if field == "file" else content.decode("latin-1")
+    builder = EnvironBuilder(
+        client.application, "/import", method="POST", data=data, content_type="multipart/form-data"
+    )
+    environ = builder.get_environ()
+    try:
+        return client.open(environ)
+    finally:
+        environ["wsgi.input"].close()
+        builder.close()
+
+
+def _preview(client, content: bytes | str, filename: str = "plan.csv") -> tuple[str, str]:
+    """Upload a file; returns the preview's URL and page."""
+    response = _upload(client, content, filename)
+    assert response.status_code == 303, response.text
+    url = response.headers["Location"]
+    page = client.get(url)
+    assert page.status_code == 200
+    return url, page.text
+
+
+def _confirm(client, url: str):
+    return client.post(url, data={"csrf_token": csrf_token(client.get(url).text)})
+
+
+def _counts(page: str) -> dict[tuple[str, str], int]:
+    """(recommendations|actions, create|update|unchanged) → the number shown in the preview."""
+    found = {}
+    for what in ("recommendations", "actions"):
+        row = re.search(rf'<tr data-what="{what}">.*?</tr>', page, re.S).group(0)
+        for kind, number in re.findall(r'<td data-kind="(\w+)">([\d,]+)</td>', row):
+            found[what, kind] = int(number.replace(",", ""))
+    return found
+
+
+def _problems(page: str) -> list[tuple[str, str, str]]:
+    """(row, column, message) of every problem listed in the preview."""
+    rows = re.findall(
+        r'<tr class="problem"><td data-label="Row">([^<]*)</td><td data-label="Column">'
+        r"(?:<code>([^<]*)</code>|–)</td><td data-label=\"Problem\">(.*?)</td></tr>",
+        page,
+        re.S,
+    )
+    return [(row, column, message) for row, column, message in rows]
+
+
+def _snapshot(app) -> tuple:
+    """Every recommendation and item with its changeable columns, and the history and outbox sizes."""
+    with app.app_context():
+        recommendations = db.session.execute(
+            sa.select(
+                Recommendation.code,
+                Recommendation.title,
+                Recommendation.text,
+                Recommendation.theme,
+                Recommendation.priority,
+                Recommendation.source_id,
+                Recommendation.updated_at,
+            ).order_by(Recommendation.code)
+        ).all()
+        items = db.session.execute(
+            sa.select(
+                ActionItem.id,
+                ActionItem.recommendation_id,
+                ActionItem.office_id,
+                ActionItem.title,
+                ActionItem.description,
+                ActionItem.owner_id,
+                ActionItem.deputy_id,
+                ActionItem.deadline,
+                ActionItem.status,
+                ActionItem.progress,
+                ActionItem.version,
+                ActionItem.updated_at,
+            ).order_by(ActionItem.id)
+        ).all()
+        history = db.session.scalar(sa.select(sa.func.count()).select_from(ActionUpdate))
+        outbox = db.session.scalar(sa.select(sa.func.count()).select_from(Notification))
+        return [tuple(r) for r in recommendations], [tuple(i) for i in items], history, outbox
+
+
+def _stored_files(app) -> set[str]:
+    with app.app_context():
+        folder = services.import_dir()
+        return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+
+
+def _rec(code: str, **values) -> dict:
+    row = {
+        "recommendation_code": code,
+        "recommendation_title": f"Title of {code}",
+        "recommendation_text": f"Text of {code}",
+        "theme": "Digital",
+        "source": "Dialogue",
+    }
+    row.update(values)
+    return row
+
+
+# --- the template ----------------------------------------------------------------------------
+
+
+def test_templates_have_the_columns_and_one_example_row(world, login_as):
+    c = login_as(world.users["reviewer"])
+    with c.get("/import/template.csv") as response:
+        assert response.status_code == 200 and response.mimetype == "text/csv"
+        assert "attachment" in response.headers["Content-Disposition"]
+        rows = list(csv.reader(io.StringIO(response.data.decode("utf-8-sig"))))
+    assert rows[0] == COLUMNS and len(rows) == 2
+    example = dict(zip(rows[0], rows[1], strict=True))
+    assert example["status"] == "not_started" and example["office_code"] == "SG"
+    assert re.fullmatch(r"\d{4}-12-31", example["deadline"])
+    with c.get("/import/template.xlsx") as response:
+        assert response.status_code == 200
+        workbook = load_workbook(io.BytesIO(response.data), read_only=True)
+        sheets = [[list(row) for row in ws.iter_rows(values_only=True)] for ws in workbook]
+        workbook.close()
+    assert sheets[0][0] == COLUMNS
+    assert len(sheets[0]) == 2 and sheets[0][1][0] == "R-2026-01"
+    assert [row[0] for row in sheets[1][1:]] == COLUMNS  # the sheet that explains each column
+
+
+def test_the_template_imports_as_a_plan_to_create(app, world, login_as):
+    """The example row is a valid file: only its made-up source and owner are problems."""
+    c = login_as(world.users["reviewer"])
+    with c.get("/import/template.csv") as response:
+        content = response.data
+    _, page = _preview(c, content, "tracker-import-template.csv")
+    assert {(r, col) for r, col, _ in _problems(page)} == {("2", "source"), ("2", "owner_email")}
+
+
+# --- preview and confirmation ------------------------------------------------------------------
+
+
+def test_preview_then_confirm_creates_updates_and_leaves_alone(app, world, login_as):
+    content = _csv(
+        [
+            _rec("R-2", recommendation_title="Open data", priority="High", theme="Data"),
+            {
+                "recommendation_code": "R-2",
+                "office_code": "sg",
+                "action_title": "Publish the first dataset",
+                "description": "CSV and JSON",
+                "owner_email": "FOCAL.SG@example.test",
+                "deadline": "2027-03-31",
+                "status": "In progress",
+                "progress": "30%",
+            },
+            {
+                "recommendation_code": "R-1",
+                "recommendation_title": "Go digital, now",
+                "office_code": "SG",
+                "action_id": str(world.items["SG"]),
+                "status": "blocked",
+                "progress": "10",
+            },
+            {"recommendation_code": "R-1", "office_code": "MY", "action_title": "E-filing for MY"},
+        ]
+    )
+    c = login_as(world.users["reviewer"])
+    before = _snapshot(app)
+    url, page = _preview(c, content)
+    assert _counts(page) == {
+        ("recommendations", "create"): 1,
+        ("recommendations", "update"): 1,
+        ("recommendations", "unchanged"): 0,
+        ("actions", "create"): 1,
+        ("actions", "update"): 1,
+        ("actions", "unchanged"): 1,
+    }
+    assert _problems(page) == []
+    assert "Publish the first dataset" in page and "Title: Go digital → Go digital, now" in page
+    assert "Status: Not started → Blocked; Progress: 0 → 10" in page
+    assert _snapshot(app) == before  # nothing is written by the preview
+
+    done = _confirm(c, url)
+    assert done.status_code == 303 and done.headers["Location"].endswith("/import")
+    assert "1 recommendations created, 1 updated; 1 actions created, 1 updated" in c.get("/import").text
+    assert c.get(url).status_code == 404  # the file is gone once imported
+    with app.app_context():
+        reviewer = db.session.scalar(sa.select(User).where(User.email == world.users["reviewer"]))
+        r2 = db.session.scalar(sa.select(Recommendation).where(Recommendation.code == "R-2"))
+        assert (r2.title, r2.priority, r2.theme, r2.source.title) == ("Open data", "high", "Data", "Dialogue")
+        assert db.session.get(Recommendation, world.recommendation_id).title == "Go digital, now"
+        new = db.session.scalar(sa.select(ActionItem).where(ActionItem.recommendation_id == r2.id))
+        assert (new.office.code, new.owner.email, new.status, new.progress, new.version) == (
+            "SG",
+            world.users["focal_sg"],
+            "in_progress",
+            30,
+            1,
+        )
+        assert new.deadline == date(2027, 3, 31) and new.description == "CSV and JSON"
+        [created] = new.updates
+        assert (created.author_id, created.item_version, created.new_status) == (
+            reviewer.id,
+            1,
+            "in_progress",
+        )
+        assert created.note == "Imported from plan.csv. Action added to the plan."
+
+        sg = db.session.get(ActionItem, world.items["SG"])
+        assert (sg.status, sg.progress, sg.version) == ("blocked", 10, 2)
+        latest = sg.updates[0]
+        assert (latest.old_status, latest.new_status, latest.old_progress, latest.new_progress) == (
+            "not_started",
+            "blocked",
+            0,
+            10,
+        )
+        assert (latest.author_id, latest.item_version, latest.note) == (
+            reviewer.id,
+            2,
+            "Imported from plan.csv",
+        )
+        assert latest.old_deadline is None and latest.new_deadline is None  # the deadline did not move
+
+        my = db.session.get(ActionItem, world.items["MY"])
+        assert my.version == 1 and len(my.updates) == 1
+        # The new owner hears of it once, through the outbox.
+        mails = db.session.scalars(sa.select(Notification).where(Notification.kind == "assignment")).all()
+        assert [m.to_address for m in mails] == [world.users["focal_sg"]]
+
+
+def test_every_kind_of_problem_is_listed_by_row_and_column_and_nothing_is_written(app, world, login_as):
+    sg_action = {"recommendation_code": "R-1", "office_code": "SG", "deadline": "2027-01-01"}
+    rows = [
+        dict(sg_action, office_code="XX", action_title="A"),  # 2
+        dict(sg_action, action_title="B", owner_email="nobody@example.test"),  # 3
+        dict(sg_action, action_title="C", deadline="31/12/2027"),  # 4
+        _rec("R-9"),  # 5
+        _rec("R-9"),  # 6: duplicate code
+        dict(sg_action, action_title="D", progress="150"),  # 7
+        dict(sg_action, action_title="E", status="done-ish"),  # 8
+        _rec("R-8", source="Nowhere", recommendation_text=""),  # 9
+        dict(sg_action, action_title="F", deadline="=TODAY()"),  # 10
+        dict(sg_action, action_id=str(world.items["MY"])),  # 11
+        dict(
+            sg_action,
+            action_title="G",
+            owner_email=world.users["focal_sg"],
+            deputy_email=world.users["focal_sg"],
+        ),
+        dict(sg_action, action_title="H", owner_email=world.users["focal_my"]),  # 13
+        {"recommendation_code": "R-1", "priority": "urgent"},  # 14
+        dict(sg_action, action_title="I", owner_email=world.users["inactive_sg"]),  # 15
+        dict(sg_action, action_title="J", recommendation_title="One title"),  # 16
+        dict(sg_action, action_title="K", recommendation_title="Another title"),  # 17
+        dict(sg_action, action_title="Twice"),  # 18
+        dict(sg_action, action_title="Twice"),  # 19
+        {"recommendation_code": "bad code!"},  # 20
+        dict(sg_action, recommendation_code="", action_title="L"),  # 21
+        dict(sg_action, action_title="M", progress="-1"),  # 22
+        dict(sg_action, action_id="abc"),  # 23
+        dict(sg_action, action_title="N", deadline=""),  # 24: required for a new action
+        dict(sg_action, action_id="999999"),  # 25
+    ]
+    c = login_as(world.users["reviewer"])
+    before = _snapshot(app)
+    url, page = _preview(c, _csv(rows))
+    problems = _problems(page)
+    where = {(r, col) for r, col, _ in problems}
+    expected = {
+        ("2", "office_code"): "Unknown office code XX",
+        ("3", "owner_email"): "Unknown email: no user has the email nobody@example.test",
+        ("4", "deadline"): "31/12/2027 is not a date",
+        ("6", "recommendation_code"): "Duplicate: recommendation R-9 is already defined in row 5",
+        ("7", "progress"): "Progress is a whole number from 0 to 100",
+        ("8", "status"): "Unknown status done-ish",
+        ("9", "source"): "Unknown source Nowhere",
+        ("9", "recommendation_text"): "Required for a new recommendation",
+        ("10", "deadline"): "Formulas are not accepted",
+        ("11", "action_id"): "belongs to another office",
+        ("12", "deputy_email"): "The deputy must be someone other than the owner",
+        ("13", "owner_email"): "is not an active focal point or manager of SG",
+        ("14", "priority"): "Unknown priority urgent",
+        ("15", "owner_email"): "is not an active focal point or manager of SG",
+        ("17", "recommendation_title"): "Differs from row 16",
+        ("19", "action_title"): "Duplicate: the same action is already in row 18",
+        ("20", "recommendation_code"): "letters, digits",
+        ("21", "recommendation_code"): "Give the recommendation",
+        ("22", "progress"): "Progress is a whole number from 0 to 100",
+        ("23", "action_id"): "action_id must be the number of an existing action",
+        ("24", "deadline"): "Required for a new action",
+        ("25", "action_id"): "No action has the id 999999",
+    }
+    for (row, column), fragment in expected.items():
+        messages = [m for r, col, m in problems if (r, col) == (row, column)]
+        assert messages and any(fragment in m for m in messages), (row, column, messages)
+    assert where == set(expected), where ^ set(expected)
+    assert "problems: nothing can be imported" in page and "Import these changes" not in page
+
+    refused = _confirm(c, url)
+    assert refused.status_code == 422 and "Nothing was imported" in refused.text
+    assert _snapshot(app) == before
+
+
+def test_confirm_writes_all_rows_or_none(app, world, login_as, monkeypatch):
+    """A duplicate code discovered at flush (someone created it meanwhile) rolls every row back."""
+    content = _csv([_rec("R-NEW"), _rec("R-1", recommendation_title="Go digital")])
+    c = login_as(world.users["reviewer"])
+    url, page = _preview(c, content)
+    assert _counts(page)[("recommendations", "create")] == 1
+    before = _snapshot(app)
+    original = services._load_recommendations
+    # The planner no longer sees R-1: it plans to create it, and the database refuses the second R-1.
+    monkeypatch.setattr(
+        services, "_load_recommendations", lambda codes: original([c for c in codes if c != "R-1"])
+    )
+    failed = _confirm(c, url)
+    assert failed.status_code == 409 and "Nothing was imported" in failed.text
+    assert _snapshot(app) == before
+    with app.app_context():
+        assert db.session.scalar(sa.select(Recommendation).where(Recommendation.code == "R-NEW")) is None
+    monkeypatch.undo()
+    # The file was kept: confirming again, with nothing in the way, imports it.
+    assert _confirm(c, url).status_code == 303
+    with app.app_context():
+        codes = db.session.scalars(sa.select(Recommendation.code).order_by(Recommendation.code)).all()
+        assert codes == ["R-1", "R-NEW"]
+
+
+def test_a_change_between_preview_and_confirm_is_planned_again(app, world, login_as):
+    """The confirmation re-reads the database: an item saved meanwhile is compared as it is now."""
+    c = login_as(world.users["reviewer"])
+    content = _csv(
+        [{"recommendation_code": "R-1", "office_code": "SG", "action_id": world.items["SG"], "progress": 20}]
+    )
+    url, page = _preview(c, content)
+    assert _counts(page)[("actions", "update")] == 1
+    with app.app_context():
+        item = db.session.get(ActionItem, world.items["SG"])
+        item.progress = 20
+        db.session.commit()
+    assert _confirm(c, url).status_code == 303
+    assert "Nothing to import" in c.get("/import").text
+    with app.app_context():
+        assert db.session.get(ActionItem, world.items["SG"]).version == 2  # only the change made above
+
+
+def test_cancel_forgets_the_file(app, world, login_as):
+    c = login_as(world.users["reviewer"])
+    url, _ = _preview(c, _csv([_rec("R-2")]))
+    token = url.rsplit("/", 1)[-1]
+    assert _stored_files(app) >= {f"{token}.data", f"{token}.json"}
+    cancelled = c.post(f"{url}/cancel", data={"csrf_token": csrf_token(c.get(url).text)})
+    assert cancelled.status_code == 303
+    assert c.get(url).status_code == 404 and not {f"{token}.data", f"{token}.json"} & _stored_files(app)
+
+
+# --- round trips with exports --------------------------------------------------------------
+
+
+@pytest.fixture
+def tricky(app, world):
+    """Values an export must carry back unchanged: leading = + - @ ', line breaks, Unicode, an
+    inactive owner, a closed item whose progress is not 100, an archived recommendation."""
+    from datetime import UTC, datetime
+
+    with app.app_context():
+        rec = db.session.get(Recommendation, world.recommendation_id)
+        rec.title, rec.text = "=1+1 is text", "Line one\r\nLine two, “quoted”"
+        old = Recommendation(
+            source=rec.source,
+            code="R-OLD",
+            title="+Archived",
+            text="@mention",
+            theme="'quoted theme",
+            priority="low",
+            archived_at=datetime(2025, 1, 1, tzinfo=UTC),
+        )
+        db.session.add(old)
+        users = {u.email: u for u in db.session.scalars(sa.select(User))}
+        sg_item = db.session.get(ActionItem, world.items["SG"])
+        sg_item.description = "-minus first\r\nthen more"
+        db.session.add_all(
+            [
+                ActionItem(
+                    recommendation=rec,
+                    office_id=world.offices["SG"],
+                    title="Đổi mới – 改革 ✓",
+                    description='=HYPERLINK("http://evil.example","x")',
+                    owner=users[world.users["inactive_sg"]],
+                    deputy=users[world.users["manager_sg"]],
+                    deadline=date(2025, 1, 1),
+                    status="completed",
+                    progress=40,
+                ),
+                ActionItem(
+                    recommendation=old,
+                    office_id=world.offices["MY"],
+                    title="@Old work",
+                    deadline=date(2024, 6, 30),
+                    status="cancelled",
+                ),
+            ]
+        )
+        db.session.commit()
+    return world
+
+
+@pytest.mark.parametrize("extension", ["csv", "xlsx"])
+def test_export_then_import_without_edits_changes_nothing(app, tricky, login_as, extension):
+    c = login_as(tricky.users["reviewer"])
+    with c.get(f"/export/actions.{extension}") as response:
+        assert response.status_code == 200
+        content = response.data
+    before = _snapshot(app)
+    url, page = _preview(c, content, f"actions.{extension}")
+    assert _problems(page) == [] and "not used and were ignored" not in page
+    assert _counts(page) == {
+        ("recommendations", "create"): 0,
+        ("recommendations", "update"): 0,
+        ("recommendations", "unchanged"): 2,
+        ("actions", "create"): 0,
+        ("actions", "update"): 0,
+        ("actions", "unchanged"): 4,
+    }
+    assert "Import these changes" not in page and "nothing to import" in page
+    assert _confirm(c, url).status_code == 303
+    assert "Nothing to import" in c.get("/import").text
+    assert _snapshot(app) == before  # no new rows, no history, versions and times unchanged
+
+
+def test_an_edited_export_updates_the_matching_rows(app, world, login_as):
+    c = login_as(world.users["reviewer"])
+    with c.get("/export/actions.csv") as response:
+        rows = list(csv.DictReader(io.StringIO(response.data.decode("utf-8-sig"))))
+    assert [r["action_id"] for r in rows] == [str(world.items["SG"]), str(world.items["MY"])]
+    rows[0].update(
+        status="in_progress", progress="50", deadline="2027-01-31", owner_email=world.users["manager_sg"]
+    )
+    rows[1].update(action_title="E-filing for MY, phase 1")
+    edited = io.StringIO()
+    writer = csv.DictWriter(edited, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    url, page = _preview(c, edited.getvalue(), "actions-edited.csv")
+    assert _counts(page)[("actions", "update")] == 2 and _counts(page)[("actions", "create")] == 0
+    assert _confirm(c, url).status_code == 303
+    with app.app_context():
+        sg = db.session.get(ActionItem, world.items["SG"])
+        assert (sg.status, sg.progress, sg.deadline, sg.owner.email, sg.version) == (
+            "in_progress",
+            50,
+            date(2027, 1, 31),
+            world.users["manager_sg"],
+            2,
+        )
+        latest = sg.updates[0]
+        assert latest.note == "Imported from actions-edited.csv; Owner: Focal Sg → Manager Sg"
+        assert (latest.old_deadline, latest.new_deadline) == (date(2026, 11, 24), date(2027, 1, 31))
+        assert (latest.old_status, latest.new_status, latest.item_version) == (
+            "not_started",
+            "in_progress",
+            2,
+        )
+        my = db.session.get(ActionItem, world.items["MY"])
+        assert (my.title, my.version) == ("E-filing for MY, phase 1", 2)
+        assert (
+            my.updates[0].note
+            == "Imported from actions-edited.csv; Title: E-filing for MY → E-filing for MY, phase 1"
+        )
+        assert (
+            db.session.scalar(sa.select(sa.func.count()).select_from(ActionItem)) == 2
+        )  # nothing duplicated
+
+
+# --- files of every kind -------------------------------------------------------------------
+
+
+def _one_recommendation(title: str, delimiter: str = ",") -> str:
+    return _csv([_rec("R-ENC", recommendation_title=title)], delimiter=delimiter)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "title"),
+    [
+        (
+            "latin1.csv",
+            _one_recommendation("Propriété intellectuelle").encode("latin-1"),
+            "Propriété intellectuelle",
+        ),
+        (
+            "cp1252.csv",
+            _one_recommendation("Marques – “collectives”").encode("cp1252"),
+            "Marques – “collectives”",
+        ),
+        ("bom.csv", codecs.BOM_UTF8 + _one_recommendation("Đổi mới").encode(), "Đổi mới"),
+        ("semicolons.csv", _one_recommendation("A; B, C", delimiter=";").encode(), "A; B, C"),
+        ("tabs.txt", _one_recommendation("Tabbed", delimiter="\t").encode(), "Tabbed"),
+        ("utf16.csv", _one_recommendation("Unicode ✓", delimiter="\t").encode("utf-16"), "Unicode ✓"),
+        ("crlf.csv", _one_recommendation("Windows lines").replace("\n", "\r\n").encode(), "Windows lines"),
+    ],
+)
+def test_encodings_and_delimiters_import_correctly(app, world, login_as, name, content, title):
+    c = login_as(world.users["reviewer"])
+    url, page = _preview(c, content, name)
+    assert _problems(page) == [] and _counts(page)[("recommendations", "create")] == 1
+    assert _confirm(c, url).status_code == 303
+    with app.app_context():
+        rec = db.session.scalar(sa.select(Recommendation).where(Recommendation.code == "R-ENC"))
+        assert rec.title == title
+
+
+def test_column_names_in_any_case_and_order_and_unknown_columns_are_ignored(app, world, login_as):
+    content = (
+        "Theme,SOURCE,Recommendation Title,notes,recommendation-text,Recommendation_Code\n"
+        "Digital,Dialogue,Headers,ignored,Some text,R-HDR\n"
+    )
+    c = login_as(world.users["reviewer"])
+    url, page = _preview(c, content, "headers.csv")
+    assert _problems(page) == [] and "This column is not used and was ignored: notes." in page
+    assert _confirm(c, url).status_code == 303
+    with app.app_context():
+        rec = db.session.scalar(sa.select(Recommendation).where(Recommendation.code == "R-HDR"))
+        assert (rec.title, rec.text, rec.theme, rec.priority) == ("Headers", "Some text", "Digital", "medium")
+
+
+def test_xlsx_import_reads_typed_cells(app, world, login_as):
+    content = _xlsx(
+        [
+            [
+                "R-1",
+                None,
+                None,
+                None,
+                None,
+                None,
+                "SG",
+                world.items["SG"],
+                None,
+                None,
+                None,
+                None,
+                date(2027, 5, 1),
+                "Verified",
+                100.0,
+            ],
+            [
+                "R-1",
+                None,
+                None,
+                None,
+                None,
+                None,
+                "MY",
+                None,
+                "New for MY",
+                None,
+                world.users["focal_my"],
+                None,
+                date(2027, 6, 1),
+                None,
+                5,
+            ],
+        ]
+    )
+    c = login_as(world.users["reviewer"])
+    url, page = _preview(c, content, "plan.xlsx")
+    assert _problems(page) == []
+    assert _counts(page)[("actions", "update")] == 1 and _counts(page)[("actions", "create")] == 1
+    assert _confirm(c, url).status_code == 303
+    with app.app_context():
+        sg = db.session.get(ActionItem, world.items["SG"])
+        assert (sg.status, sg.progress, sg.deadline) == ("verified", 100, date(2027, 5, 1))
+        new = db.session.scalar(sa.select(ActionItem).where(ActionItem.title == "New for MY"))
+        assert (new.progress, new.status, new.deadline) == (5, "not_started", date(2027, 6, 1))
+
+
+def test_formulas_are_refused_and_text_stays_text(app, world, login_as):
+    c = login_as(world.users["reviewer"])
+    _, page = _preview(c, _csv([_rec("R-F", recommendation_title="=SUM(1,2)")]))
+    assert ("2", "recommendation_title") in {(r, col) for r, col, _ in _problems(page)}
+    assert "Formulas are not accepted" in page
+
+    workbook = Workbook()
+    sheet = workbook.active
+    sheet.append(COLUMNS)
+    sheet.append(["R-F", "Title", "Text", "Digital", None, "Dialogue"])
+    sheet["B2"] = '=A2&" title"'  # a formula cell
+    sheet.append(["R-G", "placeholder", "Text", "Digital", None, "Dialogue"])
+    sheet["B3"].value = "=typed as text"
+    sheet["B3"].data_type = "s"  # text that begins with =, as a spreadsheet stores '=…
+    out = io.BytesIO()
+    workbook.save(out)
+    url, page = _preview(c, out.getvalue(), "formulas.xlsx")
+    assert [(r, col) for r, col, _ in _problems(page)] == [("2", "recommendation_title")]
+
+    # A ' before = marks text (as exports write it): imported as the text after the quote.
+    url, page = _preview(c, _csv([_rec("R-Q", recommendation_title="'=not a formula")]))
+    assert _problems(page) == []
+    assert _confirm(c, url).status_code == 303
+    with app.app_context():
+        assert (
+            db.session.scalar(sa.select(Recommendation.title).where(Recommendation.code == "R-Q"))
+            == "=not a formula"
+        )
+
+
+def _zip(names: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in names.items():
+            archive.writestr(name, data)
+    return out.getvalue()
+
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
+OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 200
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.csv", b"", "empty.csv is empty."),
+        ("blank.csv", b"\r\n  \r\n\t\r\n", "blank.csv is empty."),
+        ("bom-only.csv", codecs.BOM_UTF8, "bom-only.csv is empty."),
+        ("header.csv", ",".join(COLUMNS).encode(), "has column names but no rows to import"),
+        ("image.csv", PNG, "image.csv is not a text (CSV) file."),
+        (
+            "program.csv",
+            b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00",
+            "not a text (CSV) file",
+        ),
+        ("fake.xlsx", _csv([_rec("R-2")]).encode(), "fake.xlsx is not an Excel workbook (.xlsx)."),
+        ("other.xlsx", _zip({"word/document.xml": b"<w/>"}), "other.xlsx is not an Excel workbook (.xlsx)."),
+        ("broken.xlsx", b"PK\x03\x04" + b"\x00" * 300, "broken.xlsx is not an Excel workbook (.xlsx)."),
+        (
+            "damaged.xlsx",
+            _zip({"xl/workbook.xml": b"<not-xml", "[Content_Types].xml": b"<Types/>"}),
+            "damaged.xlsx could not be read as an Excel workbook.",
+        ),
+        ("workbook.csv", _xlsx([]), "workbook.csv is a spreadsheet, not a CSV file"),
+        ("old.xls", OLE, "Excel 97–2003 files (.xls) cannot be read"),
+        ("old.csv", OLE, "old.csv is a spreadsheet, not a CSV file"),
+        ("notes.pdf", b"%PDF-1.7\n", "notes.pdf: upload a .csv or .xlsx file."),
+        ("noextension", _csv([_rec("R-2")]).encode(), "upload a .csv or .xlsx file"),
+        ("columns.csv", b"code,title\nR-2,x\n", "recommendation_code is not among them"),
+        (
+            "twice.csv",
+            b"recommendation_code,Recommendation Code\nR-2,R-2\n",
+            "The column recommendation_code appears twice.",
+        ),
+        (
+            "quotes.csv",
+            b'recommendation_code,recommendation_title\nR-2,"' + b"x" * 200000 + b"\n",
+            "not a well-formed CSV file",
+        ),
+        ("nul.csv", b"recommendation_code\nR-\x002\n", "not a text (CSV) file"),
+    ],
+)
+def test_files_that_cannot_be_read_get_a_clear_message_and_nothing_happens(
+    app, world, login_as, name, content, message
+):
+    c = login_as(world.users["reviewer"])
+    before, stored = _snapshot(app), _stored_files(app)
+    response = _upload(c, content, name)
+    assert response.status_code == 422, response.status_code
+    assert message in response.text.replace("&#34;", '"').replace("&#39;", "'")
+    assert _snapshot(app) == before and _stored_files(app) == stored
+
+
+def test_a_file_or_rows_over_the_limits_is_refused_with_413(app, world, login_as, monkeypatch):
+    c = login_as(world.users["reviewer"])
+    before, stored = _snapshot(app), _stored_files(app)
+    monkeypatch.setitem(app.config, "TRACKER_IMPORT_MAX_BYTES", 2000)
+    big = _csv([_rec(f"R-{i}") for i in range(40)])
+    assert len(big) > 2000
+    response = _upload(c, big, "big.csv")
+    assert response.status_code == 413 and "big.csv is larger than" in response.text
+    monkeypatch.setitem(app.config, "TRACKER_IMPORT_MAX_BYTES", 5 * 2**20)
+    monkeypatch.setitem(app.config, "TRACKER_IMPORT_MAX_ROWS", 3)
+    for name, content in (
+        ("rows.csv", _csv([_rec(f"R-{i}") for i in range(4)])),
+        ("rows.xlsx", _xlsx([["R-1"]] * 4)),
+    ):
+        response = _upload(c, content, name)
+        assert response.status_code == 413 and f"{name} has more than 3 rows" in response.text
+    assert (
+        _upload(c, _csv([_rec(f"R-{i}") for i in range(3)]), "three.csv").status_code == 303
+    )  # at the limit
+    # A workbook that expands far beyond its size (a "zip bomb") is not opened.
+    monkeypatch.setitem(app.config, "TRACKER_IMPORT_MAX_BYTES", 30000)
+    bomb = _xlsx([["R-1"] + ["x" * 30000] * 30])  # 900 KB of text in 30 cells
+    assert len(bomb) < 30000
+    response = _upload(c, bomb, "bomb.xlsx")
+    assert response.status_code == 413 and "bomb.xlsx expands to more than" in response.text
+    assert _snapshot(app) == before and len(_stored_files(app)) == len(stored) + 2
+    # Beyond the size of any request (MAX_CONTENT_LENGTH, set for evidence files): Flask's 413 page.
+    monkeypatch.setitem(app.config, "MAX_CONTENT_LENGTH", 1000)
+    huge = _upload(c, "x" * 5000, "huge.csv")
+    assert huge.status_code == 413 and "Too large" in huge.text
+
+
+def test_upload_form_refuses_missing_or_mistyped_input(app, world, login_as):
+    c = login_as(world.users["reviewer"])
+    token = csrf_token(c.get("/import").text)
+    missing = c.post("/import", data={"csrf_token": token})
+    assert missing.status_code == 422 and "Choose a file to upload." in missing.text
+    as_text = _upload(c, b"recommendation_code\nR-2\n", "", field="file")  # a file part without a name
+    assert as_text.status_code == 422 and "Choose a file to upload." in as_text.text
+    typed = c.post(
+        "/import", data={"csrf_token": token, "file": "recommendation_code\nR-2"}
+    )  # text, not a file
+    assert typed.status_code == 422 and "Choose a file to upload." in typed.text
+    no_csrf = c.post("/import", data={"file": (io.BytesIO(b"recommendation_code\nR-2\n"), "a.csv")})
+    assert no_csrf.status_code == 400
+    with c.get("/import") as page:
+        assert page.status_code == 200 and 'enctype="multipart/form-data"' in page.text
+    url, _ = _preview(c, _csv([_rec("R-2")]))
+    assert c.post(url, data={}).status_code == 400  # the confirmation needs its CSRF token too
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Recommendation)) == 1
+
+
+def test_preview_tokens_belong_to_their_uploader_and_expire(app, world, login_as):
+    reviewer = login_as(world.users["reviewer"])
+    url, _ = _preview(reviewer, _csv([_rec("R-2")]))
+    token = url.rsplit("/", 1)[-1]
+    admin = login_as(world.users["admin"])
+    assert admin.get(url).status_code == 404
+    assert admin.post(url, data={"csrf_token": csrf_token(admin.get("/import").text)}).status_code == 404
+    for bad in (
+        "/import/not-a-token",
+        "/import/" + "x" * 32,
+        "/import/..%2F..%2Fetc",
+        "/import/" + "a" * 300,
+    ):
+        assert reviewer.get(bad).status_code == 404, bad
+    with app.app_context():
+        meta = services.import_dir() / f"{token}.json"
+        data = json.loads(meta.read_text())
+        data["created_at"] = "2000-01-01T00:00:00+00:00"
+        meta.write_text(json.dumps(data))
+        old = time.time() - 3 * 86400
+        for suffix in (".data", ".json"):
+            os.utime(services.import_dir() / f"{token}{suffix}", (old, old))
+    assert reviewer.get(url).status_code == 404  # more than a day old
+    _preview(reviewer, _csv([_rec("R-3")]))  # the next upload sweeps old files away
+    assert not {f"{token}.data", f"{token}.json"} & _stored_files(app)
+
+
+@pytest.mark.parametrize("role", ["manager", "manager_sg", "focal_sg"])
+def test_import_is_for_admins_and_reviewers_only(app, world, login_as, role):
+    reviewer = login_as(world.users["reviewer"])
+    url, _ = _preview(reviewer, _csv([_rec("R-2")]))
+    c = login_as(world.users[role])
+    token = csrf_token(c.get("/").text)
+    assert 'href="/import"' not in c.get("/").text
+    for path in ("/import", "/import/template.csv", "/import/template.xlsx", url):
+        assert c.get(path).status_code == 403, path
+    assert _upload(c, _csv([_rec("R-2")]), "plan.csv", token=token).status_code == 403
+    for path in (url, f"{url}/cancel"):
+        assert c.post(path, data={"csrf_token": token}).status_code == 403, path
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Recommendation)) == 1
+    assert 'href="/import"' in reviewer.get("/").text
+
+
+def test_anonymous_visitors_are_sent_to_sign_in(app, world):
+    c = app.test_client()
+    for path in ("/import", "/import/template.csv", "/import/" + "a" * 32):
+        response = c.get(path)
+        assert response.status_code == 302 and "/auth/login" in response.headers["Location"]
+
+
+def test_preview_runs_a_bounded_number_of_statements(app, world, login_as, count_queries):
+    c = login_as(world.users["reviewer"])
+
+    def statements(n: int) -> int:
+        rows = (
+            [_rec(f"R-{i}") for i in range(n)]
+            + [
+                {
+                    "recommendation_code": f"R-{i}",
+                    "office_code": ("SG", "MY")[i % 2],
+                    "action_title": f"Do {i}",
+                    "owner_email": (world.users["focal_sg"], world.users["focal_my"])[i % 2],
+                    "deadline": "2027-01-01",
+                }
+                for i in range(n)
+            ]
+            + [
+                {
+                    "recommendation_code": "R-1",
+                    "office_code": "SG",
+                    "action_id": world.items["SG"],
+                    "progress": 5,
+                }
+            ]
+        )
+        url = _upload(c, _csv(rows), "plan.csv").headers["Location"]
+        with count_queries() as seen:
+            page = c.get(url)
+        assert page.status_code == 200 and _counts(page.text)[("actions", "create")] == n
+        return len(seen)
+
+    assert statements(3) == statements(30)
+
+
+# --- the command line ----------------------------------------------------------------------
+
+
+def test_cli_import_dry_run_then_for_real(app, world, runner, tmp_path):
+    path = tmp_path / "plan.csv"
+    path.write_text(
+        _csv(
+            [
+                _rec("R-2"),
+                {
+                    "recommendation_code": "R-1",
+                    "office_code": "SG",
+                    "action_id": world.items["SG"],
+                    "status": "in_progress",
+                },
+                {
+                    "recommendation_code": "R-2",
+                    "office_code": "MY",
+                    "action_title": "A new one",
+                    "owner_email": world.users["focal_my"],
+                    "deadline": "2027-02-01",
+                },
+            ]
+        ),
+        encoding="utf-8",
+    )
+    before = _snapshot(app)
+    dry = runner.invoke(args=["tracker", "import", str(path), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "Recommendations: 1 to create, 0 to update, 1 unchanged." in dry.output
+    assert (
+        f"row 3: update action {world.items['SG']}" in dry.output
+        and "Dry run: nothing was written." in dry.output
+    )
+    assert _snapshot(app) == before
+
+    done = runner.invoke(args=["tracker", "import", str(path)])
+    assert done.exit_code == 0, done.output
+    with app.app_context():
+        item = db.session.get(ActionItem, world.items["SG"])
+        assert item.status == "in_progress" and item.version == 2
+        assert (item.updates[0].author_id, item.updates[0].note) == (
+            None,
+            "Imported from plan.csv by the command line",
+        )
+        assert db.session.scalar(sa.select(Recommendation).where(Recommendation.code == "R-2")) is not None
+        # The new owner is told through the outbox, from the command line too.
+        mail = db.session.scalars(sa.select(Notification)).one()
+        assert (mail.kind, mail.to_address) == ("assignment", world.users["focal_my"])
+
+    again = runner.invoke(args=["tracker", "import", str(path)])
+    assert again.exit_code == 0 and "Nothing to import" in again.output
+
+
+def test_cli_import_as_a_reviewer_and_refusals(app, world, runner, tmp_path, monkeypatch):
+    path = tmp_path / "plan.csv"
+    path.write_text(
+        _csv(
+            [
+                {
+                    "recommendation_code": "R-1",
+                    "office_code": "SG",
+                    "action_id": world.items["SG"],
+                    "progress": 30,
+                }
+            ]
+        )
+    )
+    refused = runner.invoke(args=["tracker", "import", str(path), "--as", world.users["focal_sg"]])
+    assert refused.exit_code == 1 and "--as must name an active admin or reviewer" in refused.output
+    unknown = runner.invoke(args=["tracker", "import", str(path), "--as", "nobody@example.test"])
+    assert unknown.exit_code == 1
+    ok = runner.invoke(args=["tracker", "import", str(path), "--as", world.users["reviewer"].upper()])
+    assert ok.exit_code == 0, ok.output
+    with app.app_context():
+        latest = db.session.get(ActionItem, world.items["SG"]).updates[0]
+        assert (latest.author.email, latest.note, latest.new_progress) == (
+            world.users["reviewer"],
+            "Imported from plan.csv",
+            30,
+        )
+
+    before = _snapshot(app)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        _csv(
+            [
+                _rec("R-2"),
+                {
+                    "recommendation_code": "R-1",
+                    "office_code": "XX",
+                    "action_title": "A",
+                    "deadline": "2027-01-01",
+                },
+            ]
+        )
+    )
+    problems = runner.invoke(args=["tracker", "import", str(bad)])
+    assert problems.exit_code == 1
+    assert "Problem: row 3, office_code: Unknown office code XX." in problems.output
+    assert "nothing was imported" in problems.output
+    binary = tmp_path / "image.csv"
+    binary.write_bytes(PNG)
+    unreadable = runner.invoke(args=["tracker", "import", str(binary)])
+    assert unreadable.exit_code == 1 and "image.csv is not a text (CSV) file." in unreadable.output
+    monkeypatch.setitem(app.config, "TRACKER_IMPORT_MAX_BYTES", 10)
+    too_big = runner.invoke(args=["tracker", "import", str(bad)])
+    assert too_big.exit_code == 1 and "bad.csv is larger than" in too_big.output
+    missing = runner.invoke(args=["tracker", "import", str(tmp_path / "missing.csv")])
+    assert missing.exit_code == 2
+    assert _snapshot(app) == before
+
+
+def test_sources_must_exist_and_match_by_title(app, world, login_as):
+    with app.app_context():
+        db.session.add(Source(title="Evaluation 2025"))
+        db.session.commit()
+    c = login_as(world.users["reviewer"])
+    url, page = _preview(c, _csv([_rec("R-2", source="evaluation 2025"), _rec("R-3", source="Dialogue")]))
+    assert _problems(page) == []
+    assert _confirm(c, url).status_code == 303
+    with app.app_context():
+        sources = dict(
+            db.session.execute(sa.select(Recommendation.code, Source.title).join(Recommendation.source)).all()
+        )
+        assert sources == {"R-1": "Dialogue", "R-2": "Evaluation 2025", "R-3": "Dialogue"}

@@ -1,0 +1,257 @@
+"""The OpenAPI 3.1 document of /api/v1, built from the same tables the views validate with.
+
+Request bodies and query parameters come from schemas.py's Field tables, representations from
+its schemas; tests/test_api_schema.py checks that every route is documented (and nothing more)
+and runs schemathesis against the app, so the document stays true to the code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tracker.api import schemas
+
+_PROBLEM = "application/problem+json"
+_REF = "#/components/schemas/"
+
+_ERRORS = {
+    400: "Malformed JSON.",
+    401: "No token, or an unknown or revoked one, or a deactivated user.",
+    403: "The user may not do this.",
+    404: "Not found, or outside the user's offices.",
+    409: "Conflicts with a change saved at the same moment (retry), or a unique code now taken.",
+    412: "If-Match does not name the action's current version.",
+    413: "The body is larger than 1 MB.",
+    415: "The body is not JSON.",
+    422: "Refused input: `errors` names each field (types, lengths, workflow rules).",
+}
+
+
+def _problem(status: int) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": _ERRORS[status],
+        "content": {_PROBLEM: {"schema": {"$ref": _REF + "Problem"}}},
+    }
+    if status == 401:
+        response["headers"] = {
+            "WWW-Authenticate": {
+                "description": "Bearer challenge.",
+                "required": True,
+                "schema": {"type": "string"},
+            }
+        }
+    return response
+
+
+def _ok(description: str, schema: str, *, etag: bool = False, created: bool = False) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": _REF + schema}}},
+    }
+    headers = {}
+    if etag:
+        headers["ETag"] = {
+            "description": 'The action\'s version as a weak tag, W/"<version>".',
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    if created:
+        headers["Location"] = {
+            "description": "Where the new resource is.",
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _operation(
+    operation_id: str,
+    summary: str,
+    ok: tuple[int, dict[str, Any]],
+    errors: tuple[int, ...],
+    *,
+    parameters: list[dict[str, Any]] | None = None,
+    body: dict[str, Any] | None = None,
+    description: str | None = None,
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {"operationId": operation_id, "summary": summary}
+    if description:
+        operation["description"] = description
+    if parameters:
+        operation["parameters"] = parameters
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    status, response = ok
+    operation["responses"] = {str(status): response, **{str(code): _problem(code) for code in (401, *errors)}}
+    return operation
+
+
+_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1, "maximum": schemas.MAX_ID},
+}
+_IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "description": 'The ETag read with the action (W/"<version>"); refused with 412 if the action moved on. '
+    "Without it, the change applies to the current version.",
+    "schema": {"type": "string"},
+}
+_WRITE = (400, 403, 404, 409, 413, 415, 422)
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document, as a JSON-ready dict."""
+    paths = {
+        "/api/v1/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document.",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "The OpenAPI document.",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
+        "/api/v1/me": {
+            "get": _operation("getMe", "The user the token belongs to.", (200, _ok("You.", "Me")), ())
+        },
+        "/api/v1/offices": {
+            "get": _operation(
+                "listOffices", "The offices you may see, by code.", (200, _ok("Offices.", "OfficeList")), ()
+            )
+        },
+        "/api/v1/recommendations": {
+            "get": _operation(
+                "listRecommendations",
+                "A page of recommendations, by code.",
+                (200, _ok("A page.", "RecommendationPage")),
+                (422,),
+                parameters=schemas.query_parameters(schemas.RECOMMENDATION_FILTERS),
+            ),
+            "post": _operation(
+                "createRecommendation",
+                "Write a recommendation (reviewers and admins).",
+                (201, _ok("Created.", "Recommendation", created=True)),
+                _WRITE,
+                body=schemas.body_schema(schemas.RECOMMENDATION_CREATE),
+            ),
+        },
+        "/api/v1/recommendations/{id}": {
+            "get": _operation(
+                "getRecommendation",
+                "One recommendation.",
+                (200, _ok("The recommendation.", "Recommendation")),
+                (404,),
+                parameters=[_ID],
+            ),
+            "patch": _operation(
+                "updateRecommendation",
+                "Change a recommendation, or archive or restore it (reviewers and admins).",
+                (200, _ok("Saved.", "Recommendation")),
+                _WRITE,
+                parameters=[_ID],
+                body=schemas.body_schema(schemas.RECOMMENDATION_PATCH, partial=True),
+            ),
+        },
+        "/api/v1/actions": {
+            "get": _operation(
+                "listActions",
+                "A page of the actions you may see: open ones first, then by deadline.",
+                (200, _ok("A page.", "ActionPage")),
+                (422,),
+                parameters=schemas.query_parameters(schemas.ACTION_FILTERS),
+                description="`overdue=false` keeps only the actions that are not overdue.",
+            ),
+            "post": _operation(
+                "createAction",
+                "Add an action to an office's plan (reviewers and admins).",
+                (201, _ok("Created, not started.", "Action", etag=True, created=True)),
+                _WRITE,
+                body=schemas.body_schema(schemas.ACTION_CREATE),
+            ),
+        },
+        "/api/v1/actions/{id}": {
+            "get": _operation(
+                "getAction",
+                "One action.",
+                (200, _ok("The action.", "Action", etag=True)),
+                (404,),
+                parameters=[_ID],
+            ),
+            "patch": _operation(
+                "updateAction",
+                "Change an action's status, progress, note, deadline, evidence link, owner or deputy.",
+                (200, _ok("Saved.", "Action", etag=True)),
+                (*_WRITE, 412),
+                parameters=[_ID, _IF_MATCH],
+                body=schemas.body_schema(schemas.ACTION_PATCH, partial=True),
+                description=(
+                    "The workflow of the site applies: who may move which status, and what a move "
+                    "needs (a note, evidence; a focal point's new deadline needs a reason in the "
+                    "note). owner and deputy are for reviewers and admins. Fields of both kinds "
+                    "are saved together or not at all."
+                ),
+            ),
+        },
+        "/api/v1/actions/{id}/updates": {
+            "get": _operation(
+                "listActionUpdates",
+                "An action's history, newest first.",
+                (200, _ok("A page.", "UpdatePage")),
+                (404, 422),
+                parameters=[_ID, *schemas.query_parameters(schemas.UPDATES_QUERY)],
+            )
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "tracker API",
+            "version": "1",
+            "description": (
+                "Recommendations and the offices' actions on them. Authenticate with a personal "
+                "API token from your profile page: `Authorization: Bearer <token>`. You see and "
+                "change what you would on the site, under the same rules. Errors are "
+                "application/problem+json (RFC 9457)."
+            ),
+        },
+        "security": [{"bearerAuth": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A personal API token (profile page, or `flask tracker create-token`).",
+                }
+            },
+            "schemas": {
+                "Me": schemas.ME_SCHEMA,
+                "Office": schemas.OFFICE_SCHEMA,
+                "OfficeList": {
+                    "type": "object",
+                    "properties": {"items": {"type": "array", "items": {"$ref": _REF + "Office"}}},
+                    "required": ["items"],
+                    "additionalProperties": False,
+                },
+                "Recommendation": schemas.RECOMMENDATION_SCHEMA,
+                "RecommendationPage": schemas.page_schema(
+                    {"$ref": _REF + "Recommendation"}, "A page of recommendations."
+                ),
+                "Action": schemas.ACTION_SCHEMA,
+                "ActionPage": schemas.page_schema({"$ref": _REF + "Action"}, "A page of actions."),
+                "Update": schemas.UPDATE_SCHEMA,
+                "UpdatePage": schemas.page_schema({"$ref": _REF + "Update"}, "A page of history entries."),
+                "Problem": schemas.PROBLEM_SCHEMA,
+            },
+        },
+    }

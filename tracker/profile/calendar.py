@@ -1,0 +1,120 @@
+"""The calendar feed: a secret URL per user serving the deadlines they own or oversee as iCalendar.
+
+The secret is ``secrets.token_urlsafe(32)``; only its SHA-256 is stored (``User.calendar_token_hash``),
+so the URL is shown once, when made, and regenerating it makes the old one stop working. The feed
+lists one all-day event per open action (on its deadline) that the user owns or deputises, or for
+a manager every open action of their scope: the same choice as the "My work" page.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from flask import current_app
+from flask_babel import force_locale
+from flask_babel import gettext as _
+from icalendar import Calendar, Event, vDuration
+from sqlalchemy.orm import joinedload
+
+from tracker.actions import workflow
+from tracker.actions.services import visible_actions
+from tracker.api.auth import hash_secret
+from tracker.extensions import db
+from tracker.labels import status_label
+from tracker.models import ActionItem, Role, User
+from tracker.notifications.render import absolute_url, recipient_locale
+
+#: No secret we issue is longer; longer input is refused without a query.
+_SECRET_MAX = 200
+#: How often calendar clients should fetch the feed again (REFRESH-INTERVAL, X-PUBLISHED-TTL).
+REFRESH = timedelta(hours=1)
+
+
+def create_secret(user: User) -> str:
+    """Give the user a new calendar secret (the old URL stops working); returns it, shown once."""
+    secret = secrets.token_urlsafe(32)
+    user.calendar_token_hash = hash_secret(secret)
+    db.session.flush()
+    return secret
+
+
+def remove_secret(user: User) -> None:
+    """Turn the user's calendar URL off."""
+    user.calendar_token_hash = None
+    db.session.flush()
+
+
+def user_for_secret(secret: str) -> User | None:
+    """The active user whose calendar URL carries ``secret``; None for anything else."""
+    if not secret or len(secret) > _SECRET_MAX:
+        return None
+    return db.session.scalar(
+        sa.select(User)
+        .where(User.calendar_token_hash == hash_secret(secret), User.active.is_(True))
+        .options(joinedload(User.office))
+    )
+
+
+def feed_items(user: User) -> list[ActionItem]:
+    """Open items the user owns or deputises (a manager: every open item of their scope), by deadline."""
+    query = (
+        visible_actions(user)
+        .where(ActionItem.status.in_(sorted(s.value for s in workflow.OPEN)))
+        .order_by(ActionItem.deadline, ActionItem.id)
+    )
+    if user.role != Role.MANAGER:
+        query = query.where(sa.or_(ActionItem.owner_id == user.id, ActionItem.deputy_id == user.id))
+    return list(db.session.scalars(query))
+
+
+def feed_url(secret: str) -> str:
+    """The absolute URL of the feed with this secret."""
+    return absolute_url("profile.calendar_feed", token=secret)
+
+
+def build_feed(user: User, items: list[ActionItem], now: datetime) -> bytes:
+    """The iCalendar text: one all-day VEVENT per item on its deadline, in the user's language."""
+    host = urlsplit(current_app.config["TRACKER_BASE_URL"]).hostname or "tracker"
+    calendar = Calendar()
+    calendar.add("prodid", "-//tracker//deadlines//EN")
+    calendar.add("version", "2.0")
+    calendar.add("calscale", "GREGORIAN")
+    calendar.add("method", "PUBLISH")
+    with force_locale(recipient_locale(user)):
+        calendar.add("x-wr-calname", _("Deadlines of %(name)s (tracker)", name=user.name))
+        calendar.add("refresh-interval", REFRESH, parameters={"VALUE": "DURATION"})
+        calendar.add("x-published-ttl", vDuration(REFRESH))  # an X- property: typed by hand
+        for item in items:
+            link = absolute_url("actions.detail", action_id=item.id)
+            event = Event()
+            # Stable per item, so that clients update the event when the deadline moves.
+            event.add("uid", f"action-{item.id}@{host}")
+            event.add("dtstamp", item.updated_at)
+            event.add("last-modified", item.updated_at)
+            event.add("sequence", item.version - 1)
+            event.add("dtstart", item.deadline)
+            event.add("dtend", item.deadline + timedelta(days=1))
+            event.add("transp", "TRANSPARENT")  # a deadline does not make anyone busy
+            event.add("summary", f"{item.office.code}: {item.title}")
+            lines = [
+                _(
+                    "Recommendation %(code)s: %(title)s",
+                    code=item.recommendation.code,
+                    title=item.recommendation.title,
+                ),
+                _(
+                    "Status: %(status)s, %(progress)d%% done",
+                    status=status_label(item.status),
+                    progress=item.progress,
+                ),
+            ]
+            if item.is_overdue(now):
+                lines.append(_("Overdue."))
+            lines.append(link)
+            event.add("description", "\n".join(lines))
+            event.add("url", link)
+            calendar.add_component(event)
+    return calendar.to_ical()

@@ -1,0 +1,154 @@
+"""The profile page (API tokens, the calendar link) and the calendar feed itself."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask import Blueprint, abort, flash, make_response, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
+from flask_login import current_user, login_required
+from werkzeug.wrappers import Response
+
+from tracker.api import auth as tokens
+from tracker.extensions import db
+from tracker.notifications.render import absolute_url
+from tracker.profile import calendar
+from tracker.profile.forms import ConfirmForm, TokenForm
+
+bp = Blueprint("profile", __name__)
+
+#: Cache-Control of the feed: calendar clients poll; shared caches must not keep a secret URL's answer.
+FEED_CACHE_CONTROL = "private, max-age=900"
+
+
+@bp.route("/profile")
+@login_required
+def index() -> str:
+    """The user's API tokens and calendar link."""
+    return _page(TokenForm())
+
+
+def _page(form: TokenForm, status: int = 200) -> ResponseReturnValue:
+    return render_template(
+        "profile/index.html",
+        form=form,
+        tokens=tokens.user_tokens(current_user),
+        has_calendar=current_user.calendar_token_hash is not None,
+        api_document=absolute_url("api.openapi_document"),
+    ), status
+
+
+@bp.route("/profile/tokens", methods=["POST"])
+@login_required
+def create_token() -> ResponseReturnValue:
+    """Create a personal API token and show its secret, this once."""
+    form = TokenForm()
+    if not form.validate_on_submit():
+        return _page(form, 422)
+    try:
+        token, secret = tokens.create_token(current_user, form.name.data, _now())
+    except tokens.TokenError as exc:
+        db.session.rollback()
+        form.name.errors = [*form.name.errors, exc.message]
+        return _page(form, 422)
+    db.session.commit()
+    response = make_response(render_template("profile/token_created.html", token=token, secret=secret))
+    response.headers["Cache-Control"] = "no-store"  # the secret must not linger in a cache
+    return response
+
+
+@bp.route("/profile/tokens/<int:token_id>/revoke", methods=["GET", "POST"])
+@login_required
+def revoke_token(token_id: int) -> ResponseReturnValue:
+    """Revoke one of one's own tokens, after a confirmation page."""
+    token = tokens.get_own_token(current_user, token_id) or abort(404)
+    if token.revoked_at is not None:
+        flash(_("The token “%(name)s” is already revoked.", name=token.name), "info")
+        return redirect(url_for(".index"))
+    form = ConfirmForm()
+    if form.validate_on_submit():
+        tokens.revoke_token(token, _now())
+        db.session.commit()
+        flash(_("The token “%(name)s” is revoked: it no longer works.", name=token.name), "success")
+        return redirect(url_for(".index"))
+    return render_template(
+        "profile/confirm.html",
+        form=form,
+        title=_("Revoke the token “%(name)s”?", name=token.name),
+        text=[
+            _("Whatever uses it stops working at once. This cannot be undone; you can create a new token.")
+        ],
+        button=_("Revoke token"),
+    )
+
+
+@bp.route("/profile/calendar", methods=["GET", "POST"])
+@login_required
+def calendar_link() -> ResponseReturnValue:
+    """Create the calendar link, or regenerate it (after a confirmation); shows it this once."""
+    form = ConfirmForm()
+    has_calendar = current_user.calendar_token_hash is not None
+    if form.validate_on_submit():
+        secret = calendar.create_secret(current_user)
+        db.session.commit()
+        response = make_response(
+            render_template(
+                "profile/calendar_created.html", url=calendar.feed_url(secret), renewed=has_calendar
+            )
+        )
+        response.headers["Cache-Control"] = "no-store"
+        return response
+    if not has_calendar:  # nothing to lose: the profile page posts here directly
+        return redirect(url_for(".index"))
+    return render_template(
+        "profile/confirm.html",
+        form=form,
+        title=_("Make a new calendar link?"),
+        text=[
+            _("The link you have now stops working at once; calendars using it need the new one."),
+        ],
+        button=_("Make a new link"),
+    )
+
+
+@bp.route("/profile/calendar/off", methods=["GET", "POST"])
+@login_required
+def calendar_off() -> ResponseReturnValue:
+    """Turn the calendar link off, after a confirmation page."""
+    if current_user.calendar_token_hash is None:
+        return redirect(url_for(".index"))
+    form = ConfirmForm()
+    if form.validate_on_submit():
+        calendar.remove_secret(current_user)
+        db.session.commit()
+        flash(_("Your calendar link is turned off."), "success")
+        return redirect(url_for(".index"))
+    return render_template(
+        "profile/confirm.html",
+        form=form,
+        title=_("Turn the calendar link off?"),
+        text=[_("Calendars that use it stop showing your deadlines. You can make a new link at any time.")],
+        button=_("Turn off"),
+    )
+
+
+@bp.route("/calendar/<token>.ics")
+def calendar_feed(token: str) -> Response:
+    """The iCalendar feed of a user's deadlines; the secret in the URL is the only credential."""
+    user = calendar.user_for_secret(token)
+    if user is None:
+        abort(404)
+    now = _now()
+    body = calendar.build_feed(user, calendar.feed_items(user), now)
+    response = Response(body, mimetype="text/calendar")
+    response.headers["Cache-Control"] = FEED_CACHE_CONTROL
+    response.headers["Content-Disposition"] = 'inline; filename="tracker.ics"'
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Robots-Tag"] = "noindex"
+    response.add_etag()
+    return response.make_conditional(request)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

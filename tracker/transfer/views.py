@@ -1,0 +1,332 @@
+"""Import (upload, preview, confirm), exports (the action list, the dashboard's matrix) and the
+printable reports of the programme and of each office."""
+
+from __future__ import annotations
+
+import io
+import logging
+from datetime import UTC, datetime
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    stream_with_context,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
+from flask_login import current_user, login_required
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
+
+from tracker.actions.services import overdue_clause
+from tracker.dashboard import services as dashboard
+from tracker.dashboard.views import parse_filters
+from tracker.extensions import db
+from tracker.offices.services import get_office
+from tracker.permissions import Perm, office_scope, require
+from tracker.transfer import services
+from tracker.transfer.forms import ConfirmForm, UploadForm
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("transfer", __name__)
+
+XLSX_MIMETYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+#: Rows of each kind shown in the preview (the counts cover them all).
+PREVIEW_ROWS = 50
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _limits() -> tuple[int, int]:
+    config = current_app.config
+    return config["TRACKER_IMPORT_MAX_BYTES"], config["TRACKER_IMPORT_MAX_ROWS"]
+
+
+# --- import ----------------------------------------------------------------------------------
+
+
+@bp.route("/import", methods=["GET", "POST"])
+@login_required
+def upload() -> ResponseReturnValue:
+    """The upload form (admins and reviewers); a readable file is kept and its preview shown."""
+    require(current_user, Perm.IMPORT_DATA)
+    form = UploadForm()
+    max_bytes, max_rows = _limits()
+    status = 200
+    if request.method == "POST":
+        if form.validate_on_submit():
+            upload = form.file.data
+            name = services.clean_filename(upload.filename)
+            data = upload.stream.read(max_bytes + 1)  # never more than the limit, whatever was sent
+            try:
+                services.read_table(data, name, max_bytes=max_bytes, max_rows=max_rows)
+            except services.ImportFileError as exc:
+                form.file.errors = [*form.file.errors, exc.message]
+                status = exc.status
+            else:
+                token = services.store_upload(data, name, current_user.id, _now())
+                return redirect(url_for(".preview", token=token), 303)
+        else:
+            status = 422
+    return (
+        render_template(
+            "transfer/upload.html",
+            form=form,
+            columns=services.COLUMN_HELP,
+            extras=services.EXPORT_EXTRAS,
+            max_size=f"{max_bytes / 2**20:g} MB",
+            max_rows=max_rows,
+        ),
+        status,
+    )
+
+
+@bp.route("/import/<token>", methods=["GET", "POST"])
+@login_required
+def preview(token: str) -> ResponseReturnValue:
+    """What a stored file would create, update or leave alone, and every problem; POST imports it."""
+    require(current_user, Perm.IMPORT_DATA)
+    now = _now()
+    stored = services.load_upload(token, current_user.id, now)
+    if stored is None:
+        abort(404)
+    plan = _plan(stored)
+    if plan is None:
+        return redirect(url_for(".upload"), 303)
+    error, status = None, 200
+    if request.method == "POST":
+        if plan.problems:
+            error = _(
+                "Nothing was imported: correct the problems listed below in your file, then upload it again."
+            )
+            status = 422
+        elif not plan.changes_anything:
+            services.discard_upload(token)
+            flash(_("Nothing to import: the file matches what tracker holds."), "info")
+            return redirect(url_for(".upload"), 303)
+        else:
+            try:
+                counts = services.apply_import(
+                    plan, current_user, now, _("Imported from %(name)s", name=stored.filename)
+                )
+                db.session.commit()
+            except (IntegrityError, StaleDataError):
+                db.session.rollback()
+                log.info("import of %s refused at write time", stored.filename, exc_info=True)
+                plan = _plan(stored)
+                if plan is None:
+                    return redirect(url_for(".upload"), 303)
+                error = _(
+                    "Nothing was imported: the data changed while the file was being imported. "
+                    "Check the new preview and confirm again."
+                )
+                status = 409
+            else:
+                services.discard_upload(token)
+                flash(_summary(counts), "success")
+                return redirect(url_for(".upload"), 303)
+    return (
+        render_template(
+            "transfer/preview.html",
+            plan=plan,
+            stored=stored,
+            form=ConfirmForm(),
+            error=error,
+            shown=PREVIEW_ROWS,
+        ),
+        status,
+    )
+
+
+@bp.route("/import/<token>/cancel", methods=["POST"])
+@login_required
+def cancel(token: str) -> ResponseReturnValue:
+    """Forget a previewed file without importing it."""
+    require(current_user, Perm.IMPORT_DATA)
+    if services.load_upload(token, current_user.id, _now()) is None:
+        abort(404)
+    services.discard_upload(token)
+    flash(_("The file was not imported, and it is forgotten."), "info")
+    return redirect(url_for(".upload"), 303)
+
+
+def _plan(stored: services.StoredUpload) -> services.ImportPlan | None:
+    """Read and plan a stored file again; None (with a message) if it can no longer be read."""
+    max_bytes, max_rows = _limits()
+    try:
+        table = services.read_table(stored.data, stored.filename, max_bytes=max_bytes, max_rows=max_rows)
+    except services.ImportFileError as exc:
+        services.discard_upload(stored.token)
+        flash(exc.message, "error")
+        return None
+    return services.plan_import(table)
+
+
+def _summary(counts: dict[str, int]) -> str:
+    return _(
+        "Imported: %(rc)d recommendations created, %(ru)d updated; "
+        "%(ac)d actions created, %(au)d updated. Unchanged: %(rn)d recommendations, %(an)d actions.",
+        rc=counts["recommendations_create"],
+        ru=counts["recommendations_update"],
+        rn=counts["recommendations_unchanged"],
+        ac=counts["actions_create"],
+        au=counts["actions_update"],
+        an=counts["actions_unchanged"],
+    )
+
+
+@bp.route("/import/template.csv")
+@login_required
+def template_csv() -> Response:
+    """The import template as CSV: the column names and one example row."""
+    require(current_user, Perm.IMPORT_DATA)
+    body = "".join(services.csv_stream(services.COLUMNS, [services.template_row(_now().date())]))
+    return _attachment(Response(body, mimetype="text/csv"), "tracker-import-template.csv")
+
+
+@bp.route("/import/template.xlsx")
+@login_required
+def template_xlsx() -> Response:
+    """The import template as XLSX: the columns with one example row, and a sheet explaining them."""
+    require(current_user, Perm.IMPORT_DATA)
+    out, size = services.write_workbook(
+        [
+            services.Sheet(
+                _("Import"),
+                list(services.COLUMNS),
+                [services.template_row(_now().date())],
+                services.EXPORT_WIDTHS[: len(services.COLUMNS)],
+            ),
+            services.Sheet(
+                _("Columns"), [_("Column"), _("What it holds")], services.template_help_rows(), [24, 100]
+            ),
+        ]
+    )
+    return _send_workbook(out, size, "tracker-import-template.xlsx")
+
+
+# --- exports ---------------------------------------------------------------------------------
+
+
+def _action_filters() -> services.ActionFilters | Response:
+    try:
+        return services.action_filters(request.args)
+    except services.FilterError as exc:
+        return Response(
+            render_template("transfer/message.html", title=_("Bad request"), message=str(exc)), status=400
+        )
+
+
+@bp.route("/export/actions.csv")
+@login_required
+def export_actions_csv() -> Response:
+    """The actions the user may see, under the home list's filters, as CSV streamed row by row."""
+    now = _now()
+    filters = _action_filters()
+    if isinstance(filters, Response):
+        return filters
+    rows = services.export_rows(services.filtered_actions(current_user, now, filters), now)
+    response = Response(
+        stream_with_context(services.csv_stream(services.EXPORT_HEADER, rows)), mimetype="text/csv"
+    )
+    return _attachment(response, f"actions-{now:%Y%m%d}.csv")
+
+
+@bp.route("/export/actions.xlsx")
+@login_required
+def export_actions_xlsx() -> Response:
+    """The actions the user may see, under the home list's filters, as an XLSX workbook."""
+    now = _now()
+    filters = _action_filters()
+    if isinstance(filters, Response):
+        return filters
+    rows = services.export_rows(services.filtered_actions(current_user, now, filters), now)
+    out, size = services.write_workbook(
+        [services.Sheet(_("Actions"), list(services.EXPORT_HEADER), rows, services.EXPORT_WIDTHS)]
+    )
+    return _send_workbook(out, size, f"actions-{now:%Y%m%d}.xlsx")
+
+
+@bp.route("/export/matrix.xlsx")
+@login_required
+def export_matrix() -> Response:
+    """The dashboard's recommendation × office matrix, under its filters, as an XLSX workbook."""
+    require(current_user, Perm.VIEW_DASHBOARD)
+    now = _now()
+    choices = dashboard.filter_choices(current_user)
+    filters, _dropped = parse_filters(request.args, choices)
+    overdue = overdue_clause(now)
+    progress = dashboard.office_progress(current_user, filters, choices.offices, overdue)
+    matrix = dashboard.matrix(current_user, filters, progress, overdue)
+    out, size = services.write_workbook([services.matrix_sheet(matrix)])
+    return _send_workbook(out, size, f"matrix-{now:%Y%m%d}.xlsx")
+
+
+def _attachment(response: Response, name: str) -> Response:
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    response.headers["Cache-Control"] = "private, no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _send_workbook(out: io.BytesIO, size: int, name: str) -> Response:
+    response = send_file(out, mimetype=XLSX_MIMETYPE, as_attachment=True, download_name=name, max_age=0)
+    response.content_length = size
+    return _attachment(response, name)
+
+
+# --- reports ---------------------------------------------------------------------------------
+
+
+@bp.route("/reports/programme")
+@login_required
+def programme_report() -> str:
+    """The printable report of the whole programme (those who see every office; others: 403)."""
+    require(current_user, Perm.VIEW_DASHBOARD)
+    if office_scope(current_user) is not None:
+        abort(403)
+    now = _now()
+    choices = dashboard.filter_choices(current_user)
+    filters, dropped = parse_filters(request.args, choices)
+    report = services.build_report(current_user, now, filters, choices.offices)
+    return render_template(
+        "transfer/report.html",
+        report=report,
+        filters=filters,
+        choices=choices,
+        dropped=dropped,
+        now=now,
+        due_soon_days=dashboard.DUE_SOON_DAYS,
+    )
+
+
+@bp.route("/reports/offices/<code>")
+@login_required
+def office_report(code: str) -> str:
+    """The printable report of one office (404 for an office the user may not see)."""
+    office = get_office(current_user, code)
+    now = _now()
+    choices = dashboard.filter_choices(current_user)
+    chosen, dropped = parse_filters(request.args, choices)
+    filters = dashboard.Filters(source_id=chosen.source_id, theme=chosen.theme, office_code=office.code)
+    report = services.build_report(current_user, now, filters, [office], office)
+    return render_template(
+        "transfer/report.html",
+        report=report,
+        filters=filters,
+        choices=choices,
+        dropped=dropped,
+        now=now,
+        due_soon_days=dashboard.DUE_SOON_DAYS,
+    )
