@@ -492,7 +492,11 @@ def test_export_then_import_without_edits_changes_nothing(app, tricky, login_as,
 def test_an_edited_export_updates_the_matching_rows(app, world, login_as):
     c = login_as(world.users["reviewer"])
     with c.get("/export/actions.csv") as response:
-        rows = list(csv.DictReader(io.StringIO(response.data.decode("utf-8-sig"))))
+        reader = csv.reader(io.StringIO(response.data.decode("utf-8-sig")))
+        labels = next(reader)  # headed in the reader's language; the import reads them back
+        ids = list(services.COLUMNS) + list(services.EXPORT_EXTRAS)
+        rows = [dict(zip(ids, row, strict=True)) for row in reader]
+    assert labels[:2] == ["Recommendation code", "Recommendation title"]
     assert [r["action_id"] for r in rows] == [str(world.items["SG"]), str(world.items["MY"])]
     rows[0].update(
         status="in_progress", progress="50", deadline="2027-01-31", owner_email=world.users["manager_sg"]
@@ -992,3 +996,26 @@ def test_sources_must_exist_and_match_by_title(app, world, login_as):
             db.session.execute(sa.select(Recommendation.code, Source.title).join(Recommendation.source)).all()
         )
         assert sources == {"R-1": "Dialogue", "R-2": "Evaluation 2025", "R-3": "Dialogue"}
+
+
+@pytest.mark.parametrize("language", ["fr", "es"])
+def test_an_export_headed_in_another_language_imports_back_unchanged(app, tricky, login_as, language):
+    """Exports are headed in the reader's language; the import reads those headers back."""
+    with app.app_context():
+        db.session.get(User, tricky.user_ids["reviewer"]).language = language
+        db.session.commit()
+    c = login_as(tricky.users["reviewer"])
+    with c.get("/export/actions.xlsx") as response:
+        content = response.data
+    workbook = load_workbook(io.BytesIO(content), read_only=True)
+    try:
+        header = next(workbook.worksheets[0].iter_rows(values_only=True))
+    finally:
+        workbook.close()
+    expected = {"fr": "Code de la recommandation", "es": "Código de la recomendación"}[language]
+    assert header[0] == expected and "recommendation_code" not in header
+    before = _snapshot(app)
+    url, page = _preview(c, content, "actions.xlsx")
+    assert _problems(page) == [] and _counts(page)[("actions", "unchanged")] == 4
+    assert _confirm(c, url).status_code == 303
+    assert _snapshot(app) == before

@@ -13,9 +13,11 @@ An import goes through three steps, each usable alone (the web preview, the conf
 
 Decisions (see also the README of the feature in the report templates):
 
-- Column names are fixed English identifiers (:data:`COLUMNS`), never translated, so that a file
-  exported in any language imports back; case, spaces and dashes in them do not matter. Columns
-  that are not used are ignored, with a warning unless they are the read-only columns of an export.
+- Columns are fixed identifiers (:data:`COLUMNS`; the template uses them). Exports head them with
+  labels in the reader's language (:data:`COLUMN_LABELS`), and an import accepts the identifiers or
+  the labels of any interface language, so a file exported in any language imports back; case,
+  spaces and dashes do not matter. Columns that are not used are ignored, with a warning unless
+  they are the read-only columns of an export.
 - Recommendations are keyed by code; their source must already exist (matched by its exact title,
   else case-insensitively): an unknown source is a problem, not a new source, because sources carry
   dates and places that an import cannot give.
@@ -102,6 +104,46 @@ COLUMNS: tuple[str, ...] = (
 )
 #: Read-only columns an export adds after COLUMNS; an import ignores them without a warning.
 EXPORT_EXTRAS: tuple[str, ...] = ("office_name", "owner_name", "overdue", "updated_at")
+#: What a person reads at the top of an export's columns, in their language. An import reads these
+#: in any of the interface's languages, as well as the identifiers, so any export imports back.
+COLUMN_LABELS: dict[str, Any] = {
+    "recommendation_code": _l("Recommendation code"),
+    "recommendation_title": _l("Recommendation title"),
+    "recommendation_text": _l("Recommendation text"),
+    "theme": _l("Theme"),
+    "priority": _l("Priority"),
+    "source": _l("Source"),
+    "office_code": _l("Office code"),
+    "action_id": _l("Action ID"),
+    "action_title": _l("Action title"),
+    "description": _l("Description"),
+    "owner_email": _l("Owner email"),
+    "deputy_email": _l("Deputy email"),
+    "deadline": _l("Deadline"),
+    "status": _l("Status"),
+    "progress": _l("Progress"),
+    "office_name": _l("Office name"),
+    "owner_name": _l("Owner name"),
+    "overdue": _l("Overdue"),
+    "updated_at": _l("Last updated"),
+}
+
+
+def column_labels(columns: Iterable[str]) -> list[str]:
+    """The headers of ``columns`` in the current language."""
+    return [str(COLUMN_LABELS[column]) for column in columns]
+
+
+def _header_aliases() -> dict[str, str]:
+    """Normalised label in every interface language → column identifier."""
+    aliases = {}
+    for language in current_app.config["TRACKER_LANGUAGES"]:
+        with force_locale(language):
+            for column, label in COLUMN_LABELS.items():
+                aliases.setdefault(_normal(str(label)), column)
+    return aliases
+
+
 #: A row with any of these filled describes an action; without, it only defines its recommendation.
 ACTION_COLUMNS: tuple[str, ...] = COLUMNS[6:]
 
@@ -368,9 +410,14 @@ def _xlsx_value(cell: Any) -> Any:
     return value
 
 
+def _normal(text: str) -> str:
+    return re.sub(r"[\s-]+", "_", text.replace("\ufeff", "").strip().lower())
+
+
 def _header(value: Any) -> str:
     text = "" if value is None or isinstance(value, Formula) else str(value)
-    return re.sub(r"[\s-]+", "_", text.replace("\ufeff", "").strip().lower())
+    name = _normal(text)
+    return name if name in COLUMNS or name in EXPORT_EXTRAS else _header_aliases().get(name, name)
 
 
 def _blank(cells: list[Any]) -> bool:

@@ -238,7 +238,8 @@ def export_actions_csv() -> Response:
         return filters
     rows = services.export_rows(services.filtered_actions(current_user, now, filters), now)
     response = Response(
-        stream_with_context(services.csv_stream(services.EXPORT_HEADER, rows)), mimetype="text/csv"
+        stream_with_context(services.csv_stream(services.column_labels(services.EXPORT_HEADER), rows)),
+        mimetype="text/csv",
     )
     return _attachment(response, f"actions-{now:%Y%m%d}.csv")
 
@@ -253,7 +254,11 @@ def export_actions_xlsx() -> Response:
         return filters
     rows = services.export_rows(services.filtered_actions(current_user, now, filters), now)
     out, size = services.write_workbook(
-        [services.Sheet(_("Actions"), list(services.EXPORT_HEADER), rows, services.EXPORT_WIDTHS)]
+        [
+            services.Sheet(
+                _("Actions"), services.column_labels(services.EXPORT_HEADER), rows, services.EXPORT_WIDTHS
+            )
+        ]
     )
     return _send_workbook(out, size, f"actions-{now:%Y%m%d}.xlsx")
 
