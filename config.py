@@ -122,10 +122,17 @@ class Config:
     TRACKER_DUE_SOON_DAYS = _env_int_list("TRACKER_DUE_SOON_DAYS", (14, 3))
     #: Overdue reminders go out the day after the deadline, then every this many days.
     TRACKER_OVERDUE_REPEAT_DAYS = _env_int("TRACKER_OVERDUE_REPEAT_DAYS", 7)
-    #: An item overdue more than this many days is reported to its office's managers, once.
-    TRACKER_ESCALATION_DAYS = _env_int("TRACKER_ESCALATION_DAYS", 30)
-    #: An open item without an update for this many days earns its owner a nudge (then every as many).
+    #: The escalation ladder: ``days:audience`` rungs, days increasing; an item overdue more than a
+    #: rung's days is reported once to that rung's people (office_managers, programme_managers,
+    #: reviewers, admins); a rung with nobody falls through to the next, the last to the admins.
+    #: Checked when reminders are composed (compose.Settings).
+    TRACKER_ESCALATION_LADDER = os.environ.get(
+        "TRACKER_ESCALATION_LADDER", "30:office_managers,60:programme_managers,90:reviewers"
+    )
+    #: An open item without an update for this many days earns its owner a nudge ...
     TRACKER_STALE_DAYS = _env_int("TRACKER_STALE_DAYS", 90)
+    #: ... then another every this many days until someone updates it.
+    TRACKER_STALE_REPEAT_DAYS = _env_int("TRACKER_STALE_REPEAT_DAYS", 30)
     #: Local hour from which each recipient's daily mail is composed.
     TRACKER_MORNING_HOUR = _env_int("TRACKER_MORNING_HOUR", 8)
 

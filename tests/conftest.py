@@ -125,6 +125,7 @@ class World:
     user_ids: dict[str, int] = field(default_factory=dict)
     items: dict[str, int] = field(default_factory=dict)  # office code → an item id
     files: dict[str, int] = field(default_factory=dict)  # office code → an evidence file id
+    extensions: dict[str, int] = field(default_factory=dict)  # office code → an extension request id
     recommendation_id: int = 0
     source_id: int = 0
 

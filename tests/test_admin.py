@@ -561,7 +561,7 @@ def test_edit_office_refuses_a_bad_time_zone(app, world, login_as):
 
 def _admin_urls(app, world) -> list[tuple[str, str]]:
     """(method, URL) of every admin page, with SG's focal point and office as arguments."""
-    values = {"user_id": world.user_ids["focal_sg"], "office_id": world.offices["SG"]}
+    values = {"user_id": world.user_ids["focal_sg"], "office_id": world.offices["SG"], "absence_id": 1}
     found = []
     for rule in app.url_map.iter_rules():
         if not rule.endpoint.startswith("admin."):

@@ -321,3 +321,37 @@ def test_digest_command_refuses_a_bad_quarter(app, story, runner, bad, message):
     assert outbox(app) == []
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(User)) > 0
+
+
+def test_a_scheduler_back_after_the_quarters_first_day_sends_the_digest_late(app, story, smtp_server):
+    """Down on 1 October: the next compose job of the quarter sends Q3's digest, saying it is late."""
+    from tracker.scheduler import compose_job, dispatch_job
+
+    with app.app_context():  # accounts that existed when Q3 ended, and one made after
+        db.session.execute(sa.update(User).values(created_at=APRIL))
+        db.session.commit()
+    add_user(app, story, "new_manager", "manager", None)
+    with app.app_context():
+        db.session.execute(
+            sa.update(User)
+            .where(User.id == story.user_ids["new_manager"])
+            .values(created_at=utc(2026, 10, 3))
+        )
+        db.session.commit()
+        compose_job(utc(2026, 10, 6, 9))
+        db.session.commit()
+        compose_job(utc(2026, 10, 7, 9))  # once
+        db.session.commit()
+        dispatch_job(utc(2026, 10, 6, 10))
+        db.session.commit()
+    assert {(kind, email) for kind, email in told(app) if kind == "digest"} == {
+        ("digest", "manager@example.test"),
+        ("digest", "manager.sg@example.test"),
+    }
+    received = {m.rcpt_tos[0]: m.parsed() for m in smtp_server.messages}
+    assert received["manager.sg@example.test"]["Subject"] == "Quarterly digest 2026 Q3 — SG"
+    late = "This digest is late: it was due on Oct 1, 2026, when the reminders were not running."
+    assert late in received["manager.sg@example.test"].get_body(("plain",)).get_content()
+    assert late in received["manager@example.test"].get_body(("html",)).get_content()
+    programme_wide = mail(app, "digest", "manager@example.test")
+    assert programme_wide.idempotency_key == f"digest:user{story.user_ids['manager']}:2026Q3"

@@ -14,9 +14,9 @@ from openpyxl import load_workbook
 
 from tracker.extensions import db
 from tracker.models import ActionItem, Recommendation, Source, User
-from tracker.transfer import services
+from tracker.transfer import columns
 
-HEADER = list(services.COLUMNS) + list(services.EXPORT_EXTRAS)
+HEADER = list(columns.COLUMNS) + list(columns.EXPORT_EXTRAS)
 #: What an English reader sees at the top of the columns (written out by hand).
 LABELS = [
     "Recommendation code",

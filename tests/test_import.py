@@ -28,9 +28,9 @@ from tracker.models import (
     Source,
     User,
 )
-from tracker.transfer import services
+from tracker.transfer import columns, plan, uploads
 
-COLUMNS = list(services.COLUMNS)
+COLUMNS = list(columns.COLUMNS)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ def _snapshot(app) -> tuple:
 
 def _stored_files(app) -> set[str]:
     with app.app_context():
-        folder = services.import_dir()
+        folder = uploads.import_dir()
         return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
 
 
@@ -369,10 +369,10 @@ def test_confirm_writes_all_rows_or_none(app, world, login_as, monkeypatch):
     url, page = _preview(c, content)
     assert _counts(page)[("recommendations", "create")] == 1
     before = _snapshot(app)
-    original = services._load_recommendations
+    original = plan._load_recommendations
     # The planner no longer sees R-1: it plans to create it, and the database refuses the second R-1.
     monkeypatch.setattr(
-        services, "_load_recommendations", lambda codes: original([c for c in codes if c != "R-1"])
+        plan, "_load_recommendations", lambda codes: original([c for c in codes if c != "R-1"])
     )
     failed = _confirm(c, url)
     assert failed.status_code == 409 and "Nothing was imported" in failed.text
@@ -494,7 +494,7 @@ def test_an_edited_export_updates_the_matching_rows(app, world, login_as):
     with c.get("/export/actions.csv") as response:
         reader = csv.reader(io.StringIO(response.data.decode("utf-8-sig")))
         labels = next(reader)  # headed in the reader's language; the import reads them back
-        ids = list(services.COLUMNS) + list(services.EXPORT_EXTRAS)
+        ids = list(columns.COLUMNS) + list(columns.EXPORT_EXTRAS)
         rows = [dict(zip(ids, row, strict=True)) for row in reader]
     assert labels[:2] == ["Recommendation code", "Recommendation title"]
     assert [r["action_id"] for r in rows] == [str(world.items["SG"]), str(world.items["MY"])]
@@ -800,13 +800,13 @@ def test_preview_tokens_belong_to_their_uploader_and_expire(app, world, login_as
     ):
         assert reviewer.get(bad).status_code == 404, bad
     with app.app_context():
-        meta = services.import_dir() / f"{token}.json"
+        meta = uploads.import_dir() / f"{token}.json"
         data = json.loads(meta.read_text())
         data["created_at"] = "2000-01-01T00:00:00+00:00"
         meta.write_text(json.dumps(data))
         old = time.time() - 3 * 86400
         for suffix in (".data", ".json"):
-            os.utime(services.import_dir() / f"{token}{suffix}", (old, old))
+            os.utime(uploads.import_dir() / f"{token}{suffix}", (old, old))
     assert reviewer.get(url).status_code == 404  # more than a day old
     _preview(reviewer, _csv([_rec("R-3")]))  # the next upload sweeps old files away
     assert not {f"{token}.data", f"{token}.json"} & _stored_files(app)

@@ -556,10 +556,16 @@ def _reassign_form(c, world, **extra) -> dict:
     return data
 
 
-def _confirm_data(preview_text: str) -> dict:
+def _confirm_data(preview_text: str, deputies: dict[str, str] | str | None = "none") -> dict:
+    """The confirmation form of a preview; each new deputy it asks for is answered with ``deputies``
+    (one value for all, or a value by action title; None leaves them unanswered)."""
     form = preview_text[preview_text.index('class="reassign-confirm"') :]
     form = form[: form.index("</form>")]
     data = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form))
+    for name, title in re.findall(r'<label for="(deputy-\d+)">New deputy of “([^”]*)”</label>', form):
+        answer = deputies.get(title, "") if isinstance(deputies, dict) else deputies
+        if answer is not None:
+            data[name] = answer
     data["confirm"] = "y"
     return data
 
@@ -585,11 +591,19 @@ def test_reassignment_preview_then_apply(app, world, login_as, leaving):
     ):
         assert title in text
     assert "Owned but verified" not in text and "Malaysian" not in text
-    assert "Deputy Manager Sg removed: an owner is not their own deputy" in text
+    # Two actions would be left without a deputy: the preview asks who, offering neither the new
+    # owner nor the leaver.
+    assert "Deputy Manager Sg cannot stay: choose the new deputy below" in text
+    assert "Deputy Inactive Sg cannot stay: choose the new deputy below" in text
+    asked = text[text.index('class="reassign-deputies"') : text.index("</fieldset>")]
+    assert asked.count("<select") == 2 and "Focal Sg" in asked
+    assert "Manager Sg —" not in asked and "Inactive Sg —" not in asked
     assert "Reassign 5 actions" in text
     assert _snapshot(app) == before  # a preview changes nothing
 
-    applied = c.post("/offices/SG/reassign", data=_confirm_data(text))
+    focal = str(world.user_ids["focal_sg"])
+    answers = {"Owned, successor deputy": focal, "Deputy of successor": "none"}
+    applied = c.post("/offices/SG/reassign", data=_confirm_data(text, answers))
     assert applied.status_code == 302 and applied.headers["Location"].endswith("/offices/SG")
     assert "5 actions reassigned." in c.get("/offices/SG").text
     with app.app_context():
@@ -603,7 +617,7 @@ def test_reassignment_preview_then_apply(app, world, login_as, leaving):
         }
     u = world.user_ids
     assert people["owned"] == (u["manager_sg"], None, 2)
-    assert people["owned_with_successor_deputy"] == (u["manager_sg"], None, 2)  # deputy cleared
+    assert people["owned_with_successor_deputy"] == (u["manager_sg"], u["focal_sg"], 2)  # as chosen
     assert people["owned_other_deputy"] == (u["manager_sg"], u["focal_sg"], 2)
     assert people["deputised"] == (u["focal_sg"], u["manager_sg"], 2)
     assert people["deputised_for_successor"] == (u["manager_sg"], None, 2)
@@ -612,10 +626,10 @@ def test_reassignment_preview_then_apply(app, world, login_as, leaving):
     notes = {key: [h.note for h in _history(app, i)] for key, i in leaving.items()}
     assert notes["owned"] == ["Owner: Inactive Sg → Manager Sg"]
     assert notes["owned_with_successor_deputy"] == [
-        "Owner: Inactive Sg → Manager Sg; Deputy: Manager Sg → nobody"
+        "Owner: Inactive Sg → Manager Sg; Deputy: Manager Sg → Focal Sg"
     ]
     assert notes["deputised"] == ["Deputy: Inactive Sg → Manager Sg"]
-    assert notes["deputised_for_successor"] == ["Deputy: Inactive Sg → nobody"]
+    assert notes["deputised_for_successor"] == ["Deputy: Inactive Sg → none"]
     assert notes["closed"] == notes["my"] == []
     last = _history(app, leaving["owned"])[-1]
     assert (last.item_version, last.author_id) == (2, u["reviewer"])
@@ -624,6 +638,7 @@ def test_reassignment_preview_then_apply(app, world, login_as, leaving):
             sa.select(Notification.to_address, Notification.subject, Notification.body_text)
         ).all()
     assert sorted((to, subject) for to, subject, _ in mails) == [
+        ("focal.sg@example.test", "You are now deputy of 1 action — SG"),
         ("manager.sg@example.test", "You are now deputy of 1 action — SG"),
         ("manager.sg@example.test", "You are now owner of 3 actions — SG"),
     ]

@@ -25,6 +25,9 @@ EXPECTED: dict[Perm, list[tuple[bool, bool]]] = {
     Perm.CREATE_ACTION: [(Y, Y), (Y, Y), (N, N), (N, N), (N, N)],
     Perm.CANCEL_ACTION: [(Y, Y), (Y, Y), (N, N), (N, N), (N, N)],
     Perm.VERIFY_ACTION: [(Y, Y), (Y, Y), (N, N), (N, N), (N, N)],
+    Perm.REOPEN_ACTION: [(Y, Y), (Y, Y), (N, N), (N, N), (N, N)],
+    Perm.REQUEST_EXTENSION: [(N, N), (N, N), (N, N), (N, N), (Y, N)],
+    Perm.DECIDE_EXTENSION: [(Y, Y), (Y, Y), (N, N), (N, N), (N, N)],
     Perm.VIEW_OFFICE: [(Y, Y), (Y, Y), (Y, Y), (Y, N), (Y, N)],
     Perm.RESPOND: [(Y, Y), (Y, Y), (N, N), (N, N), (Y, N)],
     Perm.VIEW_RECOMMENDATION: [(Y, Y), (Y, Y), (Y, Y), (Y, Y), (Y, Y)],
@@ -34,6 +37,7 @@ EXPECTED: dict[Perm, list[tuple[bool, bool]]] = {
     Perm.MANAGE_USERS: [(Y, Y), (N, N), (N, N), (N, N), (N, N)],
     Perm.MANAGE_OFFICES: [(Y, Y), (N, N), (N, N), (N, N), (N, N)],
     Perm.MANAGE_OUTBOX: [(Y, Y), (N, N), (N, N), (N, N), (N, N)],
+    Perm.MANAGE_ABSENCES: [(Y, Y), (N, N), (N, N), (N, N), (N, N)],
 }
 
 CASES = [
@@ -112,7 +116,17 @@ def _readable(response) -> str:
 
 
 #: URL arguments that name one office's data: a focal point of another office gets 403 or 404.
-OFFICE_OWNED = {"action_id", "item_id", "file_id", "office_id", "office_code", "code", "user_id"}
+OFFICE_OWNED = {
+    "action_id",
+    "item_id",
+    "file_id",
+    "extension_id",
+    "absence_id",
+    "office_id",
+    "office_code",
+    "code",
+    "user_id",
+}
 
 
 def _url_for_rule(rule, world) -> str:
@@ -127,10 +141,12 @@ def _url_for_rule(rule, world) -> str:
         "user_id": world.user_ids["focal_my"],
         "filename": "x.css",
         "file_id": world.files["MY"],
+        "extension_id": world.extensions["MY"],
         "source_id": world.source_id,
         "notification_id": 1,
         "token": "not-a-token",
         "token_id": 1,
+        "absence_id": 1,
         "id": world.items["MY"],
         "rest": "no-such-thing",
     }
@@ -167,8 +183,28 @@ def _add_evidence(app, world) -> None:
         db.session.commit()
 
 
+def _add_extension(app, world) -> None:
+    """A pending extension request on Malaysia's item, so that decision URLs are tried too."""
+    from datetime import date
+
+    from tracker.models import ExtensionRequest
+
+    with app.app_context():
+        request = ExtensionRequest(
+            action_item_id=world.items["MY"],
+            requested_by_id=world.user_ids["focal_my"],
+            current_deadline=date(2026, 11, 24),
+            requested_deadline=date(2027, 3, 31),
+            reason="Malaysian reason",
+        )
+        db.session.add(request)
+        db.session.commit()
+        world.extensions = {"MY": request.id}
+
+
 def test_focal_point_of_sg_cannot_see_or_change_malaysia_by_any_url(app, world, login_as):
     _add_evidence(app, world)
+    _add_extension(app, world)
     c = login_as(world.users["focal_sg"])
     token = csrf_token(c.get("/").text)
     with app.app_context():
@@ -186,7 +222,7 @@ def test_focal_point_of_sg_cannot_see_or_change_malaysia_by_any_url(app, world, 
         db.session.commit()
         recommendation = db.session.get(Recommendation, world.recommendation_id)
         rec_snapshot = (recommendation.title, recommendation.archived_at, recommendation.updated_at)
-    secrets = ["E-filing for MY", world.users["focal_my"], "Malaysian comment"]
+    secrets = ["E-filing for MY", world.users["focal_my"], "Malaysian comment", "Malaysian reason"]
     # Every POST also carries fields that name Malaysia, as a forged form would.
     form = {
         "office_id": world.offices["MY"],
@@ -198,6 +234,10 @@ def test_focal_point_of_sg_cannot_see_or_change_malaysia_by_any_url(app, world, 
         "progress": "90",
         "title": "Forged",
         "code": "R-1",
+        "new_deadline": "2028-01-01",
+        "deadline": "2028-01-01",
+        "reason": "forged",
+        "decision": "approved",
     }
     tried = 0
     for rule in app.url_map.iter_rules():
@@ -233,6 +273,10 @@ def test_focal_point_of_sg_cannot_see_or_change_malaysia_by_any_url(app, world, 
         assert (response.response, response.comment) == ("accepted", "Malaysian comment")
         recommendation = db.session.get(Recommendation, world.recommendation_id)
         assert (recommendation.title, recommendation.archived_at, recommendation.updated_at) == rec_snapshot
+        from tracker.models import ExtensionRequest
+
+        states = db.session.scalars(sa.select(ExtensionRequest.state)).all()
+        assert states == ["pending"]  # neither decided nor a second one asked for
     # And the SG item and file are there for them, so the refusals above are not an empty page.
     assert "E-filing for SG" in c.get(f"/actions/{world.items['SG']}").text
     with c.get(f"/evidence/{world.files['SG']}") as download:

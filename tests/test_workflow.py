@@ -18,7 +18,7 @@ from tracker.models import ActionItem, ActionUpdate, EvidenceFile, Status, User
 NOW = datetime(2026, 11, 20, 9, tzinfo=UTC)
 NS, IP, BL, CO, VE, CA = (s.value for s in Status)
 FOCAL_MOVES = {(NS, IP), (NS, BL), (IP, BL), (BL, IP), (IP, CO)}
-REVIEWER_MOVES = FOCAL_MOVES | {(CO, VE), (CO, IP), (NS, CA), (IP, CA), (BL, CA)}
+REVIEWER_MOVES = FOCAL_MOVES | {(CO, VE), (CO, IP), (VE, IP), (NS, CA), (IP, CA), (BL, CA)}
 # Written out from DESIGN.md, independently of workflow.MOVES: who may make which move on SG's item.
 ALLOWED = {
     "admin": REVIEWER_MOVES,
@@ -96,25 +96,28 @@ def test_completion_with_evidence_only_sets_progress_to_100(app, world):
         assert (item.status, item.progress) == (CO, 100)
 
 
-def test_deadline_change_by_focal_point_needs_a_reason(app, world):
+def test_only_reviewers_set_a_deadline_directly_the_office_asks(app, world):
     with app.app_context():
         item = db.session.get(ActionItem, world.items["SG"])
         focal = db.session.get(User, world.user_ids["focal_sg"])
         reviewer = db.session.get(User, world.user_ids["reviewer"])
-        with pytest.raises(WorkflowError, match="reason for the new deadline"):
-            record_update(focal, item, NOW, UpdateRequest(item.version, deadline=date(2027, 1, 31)))
-        record_update(
-            focal, item, NOW, UpdateRequest(item.version, deadline=date(2027, 1, 31), note="Budget.")
-        )
-        db.session.commit()
+        with pytest.raises(WorkflowError, match="Request an extension") as refused:
+            record_update(
+                focal, item, NOW, UpdateRequest(item.version, deadline=date(2027, 1, 31), note="Budget.")
+            )
+        assert refused.value.field == "deadline"
+        db.session.rollback()
         record_update(reviewer, item, NOW, UpdateRequest(item.version, deadline=date(2027, 2, 28)))
         db.session.commit()
         last = db.session.scalars(sa.select(ActionUpdate).order_by(ActionUpdate.id.desc())).first()
-        assert (last.old_deadline, last.new_deadline, item.deadline) == (
-            date(2027, 1, 31),
+        assert (last.old_deadline, last.new_deadline, last.event, last.author_id) == (
+            date(2026, 11, 24),
             date(2027, 2, 28),
-            date(2027, 2, 28),
+            "deadline_set",
+            reviewer.id,
         )
+        # The current deadline moved; the agreed one stays.
+        assert (item.deadline, item.agreed_deadline) == (date(2027, 2, 28), date(2026, 11, 24))
 
 
 # --- through the action page -------------------------------------------------------------
@@ -204,7 +207,7 @@ def test_focal_point_completes_and_reviewer_verifies(app, world, login_as):
     ("changes", "files", "message"),
     [
         ({"progress": "150"}, None, "Give a number from 0 to 100."),
-        ({"deadline": "31/02/2027"}, None, "Not a valid date value."),
+        ({"deadline": "2027-01-31", "note": "x"}, None, "Ask for a later deadline"),  # forged: not offered
         ({"status": CO}, None, "Describe what was done in the note, or attach evidence."),  # from not started
         ({"status": VE, "note": "x"}, None, "Not a valid choice."),  # forged: not offered to a focal point
         ({"status": "done", "note": "x"}, None, "Not a valid choice."),

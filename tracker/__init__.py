@@ -176,6 +176,8 @@ def register_template_helpers(app: Flask) -> None:
         priority_label=labels.priority_label,
         response_label=labels.response_label,
         kind_label=labels.kind_label,
+        event_label=labels.event_label,
+        extension_state_label=labels.extension_state_label,
         language_choices=labels.language_choices,
         current_locale_code=labels.locale_code,
         current_locale_rtl=labels.locale_is_rtl,

@@ -120,7 +120,9 @@ def import_command(path: str, dry_run: bool, acting_email: str | None) -> None:
 
     from tracker.models import User, normalise_email
     from tracker.permissions import Perm, can
-    from tracker.transfer import services as transfer
+    from tracker.transfer.apply import apply_import
+    from tracker.transfer.plan import describe_plan, plan_import
+    from tracker.transfer.read import ImportFileError, read_table
 
     max_bytes = current_app.config["TRACKER_IMPORT_MAX_BYTES"]
     max_rows = current_app.config["TRACKER_IMPORT_MAX_ROWS"]
@@ -136,12 +138,10 @@ def import_command(path: str, dry_run: bool, acting_email: str | None) -> None:
         with file.open("rb") as handle:
             data = handle.read(max_bytes + 1)  # never more than the limit
         try:
-            plan = transfer.plan_import(
-                transfer.read_table(data, file.name, max_bytes=max_bytes, max_rows=max_rows)
-            )
-        except transfer.ImportFileError as exc:
+            plan = plan_import(read_table(data, file.name, max_bytes=max_bytes, max_rows=max_rows))
+        except ImportFileError as exc:
             raise click.ClickException(exc.message) from None
-        for line in transfer.describe_plan(plan):
+        for line in describe_plan(plan):
             click.echo(line)
         if plan.problems:
             db.session.rollback()
@@ -156,7 +156,7 @@ def import_command(path: str, dry_run: bool, acting_email: str | None) -> None:
             return
         note = f"Imported from {file.name}" + ("" if actor else " by the command line")
         try:
-            transfer.apply_import(plan, actor, datetime.now(UTC), note)
+            apply_import(plan, actor, datetime.now(UTC), note)
             db.session.commit()
         except (IntegrityError, StaleDataError):
             db.session.rollback()
@@ -180,8 +180,11 @@ def import_command(path: str, dry_run: bool, acting_email: str | None) -> None:
 @click.option("--dry-run", is_flag=True, help="Print who would receive what; write nothing.")
 @with_appcontext
 def remind_command(today_text: str | None, dry_run: bool) -> None:
-    """Queue the due-soon, overdue, escalation, stale and review-queue mails (the compose job)."""
-    from tracker.notifications.compose import compose_reminders
+    """Queue the due-soon, overdue, escalation, stale and review-queue mails (the compose job).
+
+    Also names the offices without an active manager: their escalations go to the next level.
+    """
+    from tracker.notifications.compose import compose_reminders, offices_without_manager
 
     today = None
     if today_text is not None:
@@ -191,6 +194,15 @@ def remind_command(today_text: str | None, dry_run: bool) -> None:
             raise click.ClickException(
                 f"--today must be a date written YYYY-MM-DD, e.g. 2026-11-24, not {today_text!r}"
             ) from None
+    try:
+        unmanaged = offices_without_manager()
+    except OperationalError as exc:
+        raise click.ClickException(f"cannot use the database (DATABASE_URL): {exc.orig}") from None
+    for office in unmanaged:
+        click.echo(
+            f"office {office.code} has no active manager: its escalations go to the next level of "
+            "TRACKER_ESCALATION_LADDER"
+        )
     _compose_and_report(lambda now: compose_reminders(now, today=today, dry_run=dry_run), dry_run)
 
 

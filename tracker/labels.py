@@ -3,7 +3,15 @@
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 
-from tracker.models import NotificationKind, Priority, ResponseKind, Role, Status
+from tracker.models import (
+    ExtensionState,
+    HistoryEvent,
+    NotificationKind,
+    Priority,
+    ResponseKind,
+    Role,
+    Status,
+)
 
 ROLE_LABELS = {
     Role.ADMIN: _l("Administrator"),
@@ -48,7 +56,42 @@ KIND_LABELS = {
     NotificationKind.REVIEW_QUEUE: _l("the daily verification list"),
     NotificationKind.INVITATION: _l("invitations"),
     NotificationKind.PASSWORD_RESET: _l("password resets"),
+    NotificationKind.REOPENED: _l("verified actions reopened"),
+    NotificationKind.EXTENSION_DECIDED: _l("decisions on deadline extensions"),
 }
+
+
+EVENT_LABELS = {
+    HistoryEvent.CREATED: _l("Added to the plan"),
+    HistoryEvent.EDITED: _l("Plan edited"),
+    HistoryEvent.REASSIGNED: _l("Reassigned"),
+    HistoryEvent.DEADLINE_SET: _l("Deadline set by a reviewer"),
+    HistoryEvent.EXTENSION_REQUESTED: _l("Extension requested"),
+    HistoryEvent.EXTENSION_APPROVED: _l("Extension approved"),
+    HistoryEvent.EXTENSION_REJECTED: _l("Extension rejected"),
+    HistoryEvent.SENT_BACK: _l("Sent back"),
+    HistoryEvent.VERIFIED: _l("Verified"),
+    HistoryEvent.REOPENED: _l("Reopened"),
+    HistoryEvent.WITHDRAWN: _l("Completion report withdrawn"),
+    HistoryEvent.IMPORTED: _l("Imported"),
+}
+
+
+def event_label(value: str) -> str:
+    """The name of a history event in the current language."""
+    return str(EVENT_LABELS[HistoryEvent(value)])
+
+
+EXTENSION_STATE_LABELS = {
+    ExtensionState.PENDING: _l("waiting for a decision"),
+    ExtensionState.APPROVED: _l("approved"),
+    ExtensionState.REJECTED: _l("rejected"),
+}
+
+
+def extension_state_label(value: str) -> str:
+    """The name of an extension request's state in the current language."""
+    return str(EXTENSION_STATE_LABELS[ExtensionState(value)])
 
 
 def kind_label(value: str) -> str:

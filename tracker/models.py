@@ -69,8 +69,18 @@ class Status(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-#: Statuses in which an item no longer counts as overdue.
+#: Statuses in which an item no longer counts as overdue (the one definition; import it).
 CLOSED_STATUSES = frozenset({Status.COMPLETED, Status.VERIFIED, Status.CANCELLED})
+#: Statuses that count as done for the completion rate: reported completed, or verified.
+DONE_STATUSES = (Status.COMPLETED.value, Status.VERIFIED.value)
+
+
+def completion_rate(done: int, counted: int) -> float | None:
+    """The completion rate (0–1): done items over items not cancelled; None when nothing counts.
+
+    The one definition, used by the dashboard, the printable reports and the digest.
+    """
+    return done / counted if counted else None
 
 
 class Priority(enum.StrEnum):
@@ -104,6 +114,33 @@ class NotificationKind(enum.StrEnum):
     REVIEW_QUEUE = "review_queue"
     INVITATION = "invitation"
     PASSWORD_RESET = "password_reset"
+    REOPENED = "reopened"
+    EXTENSION_DECIDED = "extension_decided"
+
+
+class ExtensionState(enum.StrEnum):
+    """Where a request for a later deadline stands."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class HistoryEvent(enum.StrEnum):
+    """What a history row records besides a plain update (None): the events that have their own wording."""
+
+    CREATED = "created"
+    EDITED = "edited"
+    REASSIGNED = "reassigned"
+    DEADLINE_SET = "deadline_set"  # a reviewer set the current deadline directly
+    EXTENSION_REQUESTED = "extension_requested"
+    EXTENSION_APPROVED = "extension_approved"
+    EXTENSION_REJECTED = "extension_rejected"
+    SENT_BACK = "sent_back"
+    VERIFIED = "verified"
+    REOPENED = "reopened"
+    WITHDRAWN = "withdrawn"  # the office withdrew its completion report
+    IMPORTED = "imported"
 
 
 class NotificationState(enum.StrEnum):
@@ -323,8 +360,10 @@ class ActionItem(db.Model):
     #: None while the office has not named an owner yet.
     owner_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user_account.id"), index=True)
     deputy_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user_account.id"), index=True)
-    #: A date in the office's time zone.
+    #: The current deadline, a date in the office's time zone; overdue counts against it.
     deadline: Mapped[date]
+    #: The deadline agreed in the plan (the baseline); extensions move ``deadline`` only.
+    agreed_deadline: Mapped[date]
     status: Mapped[str] = mapped_column(sa.String(20), default=Status.NOT_STARTED.value)
     #: Percent done, 0 to 100.
     progress: Mapped[int] = mapped_column(default=0)
@@ -340,6 +379,16 @@ class ActionItem(db.Model):
     deputy: Mapped[User | None] = relationship(foreign_keys=[deputy_id])
     updates: Mapped[list[ActionUpdate]] = relationship(
         back_populates="action_item", order_by="(ActionUpdate.created_at.desc(), ActionUpdate.id.desc())"
+    )
+    extensions: Mapped[list[ExtensionRequest]] = relationship(
+        back_populates="action_item", order_by="ExtensionRequest.id.desc()"
+    )
+    #: The request waiting for a decision, if any (read-only; load it with selectinload for lists).
+    pending_extension: Mapped[ExtensionRequest | None] = relationship(
+        primaryjoin="and_(ExtensionRequest.action_item_id == ActionItem.id, "
+        "ExtensionRequest.state == 'pending')",
+        viewonly=True,
+        uselist=False,
     )
 
     __mapper_args__ = {"version_id_col": version}
@@ -384,10 +433,67 @@ class ActionUpdate(db.Model):
     note: Mapped[str | None] = mapped_column(sa.Text)
     #: An evidence link (files are attached separately).
     evidence_url: Mapped[str | None] = mapped_column(sa.String(2000))
+    #: What kind of change this is when it has its own wording (a HistoryEvent); None for an update.
+    event: Mapped[str | None] = mapped_column(sa.String(30))
+    #: The absent person the author acted for, as their deputy.
+    on_behalf_of_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user_account.id"))
+    #: The extension request this row records (asked, approved or rejected).
+    extension_id: Mapped[int | None] = mapped_column(sa.ForeignKey("extension_request.id"), index=True)
 
     action_item: Mapped[ActionItem] = relationship(back_populates="updates")
-    author: Mapped[User | None] = relationship()
+    author: Mapped[User | None] = relationship(foreign_keys=[author_id])
+    on_behalf_of: Mapped[User | None] = relationship(foreign_keys=[on_behalf_of_id])
+    extension: Mapped[ExtensionRequest | None] = relationship()
     files: Mapped[list[EvidenceFile]] = relationship(back_populates="update", order_by="EvidenceFile.id")
+
+
+class ExtensionRequest(db.Model):
+    """A request to move an action's current deadline later, decided by a reviewer."""
+
+    __tablename__ = "extension_request"
+    __table_args__ = (
+        sa.CheckConstraint(_in("state", ExtensionState), name="state_known"),
+        sa.CheckConstraint("requested_deadline > current_deadline", name="later_deadline"),
+        # At most one request waits for a decision per action.
+        sa.Index(
+            "uq_extension_request_pending",
+            "action_item_id",
+            unique=True,
+            postgresql_where=sa.text("state = 'pending'"),
+            sqlite_where=sa.text("state = 'pending'"),
+        ),
+        # The review queue: pending requests, oldest first.
+        sa.Index(None, "state", "requested_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    action_item_id: Mapped[int] = mapped_column(sa.ForeignKey("action_item.id"), index=True)
+    requested_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user_account.id"))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: The action's current deadline when the request was made.
+    current_deadline: Mapped[date]
+    requested_deadline: Mapped[date]
+    reason: Mapped[str] = mapped_column(sa.Text)
+    state: Mapped[str] = mapped_column(sa.String(10), default=ExtensionState.PENDING.value)
+    decided_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user_account.id"))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decision_note: Mapped[str | None] = mapped_column(sa.Text)
+
+    action_item: Mapped[ActionItem] = relationship(back_populates="extensions")
+    requested_by: Mapped[User | None] = relationship(foreign_keys=[requested_by_id])
+    decided_by: Mapped[User | None] = relationship(foreign_keys=[decided_by_id])
+
+    @property
+    def days(self) -> int:
+        """How many days later the requested deadline is."""
+        return (self.requested_deadline - self.current_deadline).days
+
+
+@event.listens_for(ActionItem, "before_insert")
+def _agreed_deadline_defaults_to_deadline(mapper: Any, connection: Any, target: ActionItem) -> None:
+    # A new action's agreed deadline is its deadline unless given (an import may carry both).
+    if target.agreed_deadline is None:
+        target.agreed_deadline = target.deadline
 
 
 @event.listens_for(ActionUpdate, "before_update")
@@ -417,6 +523,50 @@ class EvidenceFile(db.Model):
 
     update: Mapped[ActionUpdate] = relationship(back_populates="files")
     action_item: Mapped[ActionItem] = relationship()
+
+
+class Absence(db.Model):
+    """A period in which a person is away: their reminders and review mail go to their deputies."""
+
+    __tablename__ = "absence"
+    __table_args__ = (
+        sa.CheckConstraint("ends_on >= starts_on", name="ends_after_start"),
+        sa.Index(None, "user_id", "ends_on"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("user_account.id"))
+    #: First and last day away (inclusive), in the person's own calendar.
+    starts_on: Mapped[date]
+    ends_on: Mapped[date]
+    note: Mapped[str | None] = mapped_column(sa.String(300))
+    created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user_account.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    user: Mapped[User] = relationship(foreign_keys=[user_id])
+    created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
+
+
+class RecommendationChange(db.Model):
+    """History of a recommendation and of the offices' responses to it: one row per field changed."""
+
+    __tablename__ = "recommendation_change"
+    __table_args__ = (sa.Index(None, "recommendation_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    recommendation_id: Mapped[int] = mapped_column(sa.ForeignKey("recommendation.id"))
+    #: Set for a change of that office's response; None for the recommendation itself.
+    office_id: Mapped[int | None] = mapped_column(sa.ForeignKey("office.id"), index=True)
+    author_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user_account.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: The field's name, e.g. ``title``, ``target_date``, ``response``, ``comment``.
+    field: Mapped[str] = mapped_column(sa.String(40))
+    old_value: Mapped[str | None] = mapped_column(sa.Text)
+    new_value: Mapped[str | None] = mapped_column(sa.Text)
+
+    recommendation: Mapped[Recommendation] = relationship()
+    office: Mapped[Office | None] = relationship()
+    author: Mapped[User | None] = relationship()
 
 
 class Notification(db.Model):
@@ -458,15 +608,35 @@ class Notification(db.Model):
 
 
 class Escalation(db.Model):
-    """An overdue item reported to its office's managers at one level (once per item per level)."""
+    """An overdue item reported at one level of the escalation ladder (once per item per level).
+
+    Written only when a mail to someone at that level (or a level it fell through to) was queued.
+    """
 
     __tablename__ = "escalation"
     __table_args__ = (sa.UniqueConstraint("action_item_id", "level"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     action_item_id: Mapped[int] = mapped_column(sa.ForeignKey("action_item.id"))
-    #: 1 for the first escalation (overdue more than the configured days); room for later levels.
+    #: The rung of TRACKER_ESCALATION_LADDER, 1 for the first.
     level: Mapped[int] = mapped_column(default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ItemNotice(db.Model):
+    """A per-item reminder already given, so that it is given once whatever day the job runs.
+
+    ``kind`` is ``overdue`` (the first overdue notice for the deadline ``period``) or ``stale``
+    (the nudge for the idle period starting on ``period``).
+    """
+
+    __tablename__ = "item_notice"
+    __table_args__ = (sa.UniqueConstraint("action_item_id", "kind", "period"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    action_item_id: Mapped[int] = mapped_column(sa.ForeignKey("action_item.id"))
+    kind: Mapped[str] = mapped_column(sa.String(20))
+    period: Mapped[date]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

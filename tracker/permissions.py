@@ -16,7 +16,16 @@ from typing import Any
 import sqlalchemy as sa
 from flask import abort
 
-from tracker.models import ActionItem, ActionUpdate, EvidenceFile, Office, OfficeResponse, Role, User
+from tracker.models import (
+    ActionItem,
+    ActionUpdate,
+    EvidenceFile,
+    ExtensionRequest,
+    Office,
+    OfficeResponse,
+    Role,
+    User,
+)
 
 
 class Perm(enum.StrEnum):
@@ -30,6 +39,12 @@ class Perm(enum.StrEnum):
     CREATE_ACTION = "create_action"
     CANCEL_ACTION = "cancel_action"
     VERIFY_ACTION = "verify_action"
+    #: Move a verified action back to in progress, with a note.
+    REOPEN_ACTION = "reopen_action"
+    #: Ask for a later deadline, with a reason (the office's side).
+    REQUEST_EXTENSION = "request_extension"
+    #: Approve or reject an extension request; set a deadline directly.
+    DECIDE_EXTENSION = "decide_extension"
     VIEW_OFFICE = "view_office"
     RESPOND = "respond"
     VIEW_RECOMMENDATION = "view_recommendation"
@@ -39,6 +54,8 @@ class Perm(enum.StrEnum):
     MANAGE_USERS = "manage_users"
     MANAGE_OFFICES = "manage_offices"
     MANAGE_OUTBOX = "manage_outbox"
+    #: Record someone else's absence (everyone may record their own: see may_record_absence).
+    MANAGE_ABSENCES = "manage_absences"
 
 
 class Scope(enum.Enum):
@@ -59,6 +76,9 @@ RULES: dict[Perm, dict[Role, Scope]] = {
     Perm.CREATE_ACTION: {A: ALL, R: ALL},
     Perm.CANCEL_ACTION: {A: ALL, R: ALL},
     Perm.VERIFY_ACTION: {A: ALL, R: ALL},
+    Perm.REOPEN_ACTION: {A: ALL, R: ALL},
+    Perm.REQUEST_EXTENSION: {F: OWN},
+    Perm.DECIDE_EXTENSION: {A: ALL, R: ALL},
     Perm.VIEW_OFFICE: {A: ALL, R: ALL, M: OWN, F: OWN},
     Perm.RESPOND: {A: ALL, R: ALL, F: OWN},
     Perm.VIEW_RECOMMENDATION: {A: ALL, R: ALL, M: ALL, F: ALL},
@@ -69,6 +89,7 @@ RULES: dict[Perm, dict[Role, Scope]] = {
     Perm.MANAGE_USERS: {A: ALL},
     Perm.MANAGE_OFFICES: {A: ALL},
     Perm.MANAGE_OUTBOX: {A: ALL},
+    Perm.MANAGE_ABSENCES: {A: ALL},
 }
 
 
@@ -78,7 +99,7 @@ def office_of(obj: Any) -> int:
         return obj.id
     if isinstance(obj, ActionItem | OfficeResponse):
         return obj.office_id
-    if isinstance(obj, ActionUpdate | EvidenceFile):
+    if isinstance(obj, ActionUpdate | EvidenceFile | ExtensionRequest):
         return obj.action_item.office_id
     raise TypeError(f"{type(obj).__name__} does not belong to an office")
 
@@ -121,6 +142,13 @@ def office_scope_clause(user: User | Any, office_id_column: Any) -> sa.ColumnEle
     if not offices:
         return sa.false()
     return office_id_column.in_(sorted(offices))
+
+
+def may_record_absence(actor: User | Any, person: User) -> bool:
+    """Everyone may record their own absences; admins anyone's."""
+    if not _usable(actor):
+        return False
+    return actor.id == person.id or can(actor, Perm.MANAGE_ABSENCES)
 
 
 def _usable(user: Any) -> bool:

@@ -1,4 +1,4 @@
-"""The action update form."""
+"""The forms of the action page: update, extension request and decision, verify, reopen, withdraw."""
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
@@ -7,6 +7,7 @@ from wtforms import (
     HiddenField,
     IntegerField,
     MultipleFileField,
+    SelectChoice,
     SelectField,
     SubmitField,
     TextAreaField,
@@ -46,6 +47,51 @@ class UpdateForm(FlaskForm):
 
 
 class VerifyForm(FlaskForm):
-    """The verification queue's one-click form: it posts status=verified to the action page."""
+    """Verify a reported completion, after its confirmation page; an optional note for the owner."""
 
+    version = HiddenField(validators=[DataRequired()])
+    note = TextAreaField(_l("Note to the office (optional)"), validators=[Length(max=5000)])
     submit = SubmitField(_l("Verify"))
+
+
+class ExtensionRequestForm(FlaskForm):
+    """Ask for a later deadline, with the reason."""
+
+    new_deadline = DateField(_l("New deadline"), validators=[Optional()])
+    reason = TextAreaField(_l("Reason"), validators=[Length(max=5000)])
+    submit = SubmitField(_l("Request the extension"))
+
+
+class ExtensionDecisionForm(FlaskForm):
+    """A reviewer's decision on an extension request; rejecting needs a note."""
+
+    decision = SelectField(
+        _l("Decision"),
+        choices=[
+            SelectChoice("approved", _l("Approve the new deadline")),
+            SelectChoice("rejected", _l("Reject: keep the deadline")),
+        ],
+        validators=[DataRequired()],
+    )
+    note = TextAreaField(_l("Note (required to reject)"), validators=[Length(max=5000)])
+    submit = SubmitField(_l("Record the decision"))
+
+
+class ReopenForm(FlaskForm):
+    """Move a verified action back to in progress, with a note and the progress it is back at."""
+
+    version = HiddenField(validators=[DataRequired()])
+    progress = IntegerField(
+        _l("Progress it is back at (%)"),
+        validators=[Optional(), NumberRange(min=0, max=99, message=_l("Give a number from 0 to 99."))],
+    )
+    note = TextAreaField(_l("Why is it reopened?"), validators=[Length(max=5000)])
+    submit = SubmitField(_l("Reopen"))
+
+
+class WithdrawForm(FlaskForm):
+    """The office withdraws its completion report (back to in progress)."""
+
+    version = HiddenField(validators=[DataRequired()])
+    note = TextAreaField(_l("Note (optional)"), validators=[Length(max=5000)])
+    submit = SubmitField(_l("Withdraw the completion report"))

@@ -6,45 +6,46 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.wrappers import Response
 from wtforms import SelectChoice
 
-from tracker.actions import evidence, services, workflow
-from tracker.actions.forms import UpdateForm, VerifyForm
+from tracker.actions import commands, evidence, queries, services, workflow
+from tracker.actions.forms import (
+    ExtensionDecisionForm,
+    ExtensionRequestForm,
+    ReopenForm,
+    UpdateForm,
+    VerifyForm,
+    WithdrawForm,
+)
 from tracker.auth.services import safe_next_url
 from tracker.extensions import db
 from tracker.labels import status_label
 from tracker.models import ActionItem, ActionUpdate, Status
-from tracker.permissions import Perm, require
+from tracker.permissions import Perm, can, require
+from tracker.profile import absences
 
 bp = Blueprint("actions", __name__)
 
 
 @bp.route("/")
 @login_required
-def home() -> str:
+def home() -> ResponseReturnValue:
     """List the action items the signed-in user may see, filtered and paginated."""
     now = datetime.now(UTC)
-    status = request.args.get("status") or None
-    if status not in {s.value for s in Status}:
-        status = None
-    office = request.args.get("office") or None
-    overdue_only = request.args.get("overdue") == "1"
-    recommendation = request.args.get("recommendation") or None
-    source_id = request.args.get("source", type=int)
-    theme = request.args.get("theme") or None
+    try:
+        filters = queries.action_filters(request.args)
+    except queries.FilterError as exc:
+        flash(str(exc), "error")
+        filters = queries.ActionFilters()
     page = services.list_actions(
         current_user,
         now,
+        filters,
         page=request.args.get("page", 1, type=int),
         per_page=current_app.config["TRACKER_PAGE_SIZE"],
-        office_code=office,
-        status=status,
-        overdue_only=overdue_only,
-        recommendation_code=recommendation,
-        source_id=source_id,
-        theme=theme,
     )
     return render_template(
         "actions/home.html",
@@ -52,12 +53,12 @@ def home() -> str:
         now=now,
         offices=services.visible_offices(current_user),
         filters={
-            "office": office or "",
-            "status": status or "",
-            "overdue": overdue_only,
-            "recommendation": recommendation or "",
-            "source": source_id or "",
-            "theme": theme or "",
+            "office": filters.office_code or "",
+            "status": filters.status or "",
+            "overdue": filters.overdue_only,
+            "recommendation": filters.recommendation_code or "",
+            "source": filters.source_id or "",
+            "theme": filters.theme or "",
         },
     )
 
@@ -78,17 +79,19 @@ def detail(action_id: int) -> ResponseReturnValue:
             abort(403)
         if form.validate_on_submit():
             try:
-                update = services.record_update(current_user, item, now, _update_request(form))
+                update = commands.record_update(current_user, item, now, _update_request(form))
                 _commit(update)
-            except services.WorkflowError as exc:
+            except commands.WorkflowError as exc:
                 db.session.rollback()
-                (getattr(form, exc.field).errors if exc.field else form.form_errors).append(exc.message)
-            except services.ConflictError as exc:
+                if exc.field == "deadline" and not can(current_user, Perm.DECIDE_EXTENSION, item):
+                    exc.field = None  # the office has no deadline field: say it above the form
+                _field_error(form, exc)
+            except commands.ConflictError as exc:
                 conflict = exc
             except StaleDataError:  # someone saved between our read and our write
                 db.session.rollback()
                 item = services.get_action(current_user, action_id) or abort(404)
-                conflict = services.ConflictError(item, services.changes_since(item, int(form.version.data)))
+                conflict = commands.ConflictError(item, commands.changes_since(item, int(form.version.data)))
             else:
                 flash(_("Your update is saved."), "success")
                 back = safe_next_url(request.args.get("next"))
@@ -99,15 +102,215 @@ def detail(action_id: int) -> ResponseReturnValue:
             form.version.data = str(conflict.item.version)
     else:
         form.version.data = str(item.version)
-        form.progress.data = item.progress
         form.deadline.data = item.deadline
+        # Sending a completion back proposes the progress the office stood at before reporting it.
+        form.progress.data = (
+            commands.progress_before_report(item) if item.status == Status.COMPLETED else item.progress
+        )
     status = 409 if conflict else 422 if request.method == "POST" else 200
+    return _page(item, now, status, form=form, may_update=may_update, conflict=conflict)
+
+
+def _page(item: ActionItem, now: datetime, status: int = 200, **forms: object) -> ResponseReturnValue:
+    """The action page with whichever forms the user may use (those given keep their input and errors)."""
+    if "form" not in forms:
+        form = UpdateForm(formdata=None)
+        forms["may_update"] = _offer_choices(form, item)
+        form.version.data = str(item.version)
+        form.deadline.data = item.deadline
+        form.progress.data = item.progress
+        forms["form"] = form
+    pending = commands.pending_extension(item)
+    forms.setdefault("conflict", None)
+    forms.setdefault("extension_form", ExtensionRequestForm(formdata=None))
+    forms.setdefault("decision_form", ExtensionDecisionForm(formdata=None))
+    for name, form_class in (("reopen_form", ReopenForm), ("withdraw_form", WithdrawForm)):
+        if name not in forms:
+            forms[name] = form_class(formdata=None, version=str(item.version))
+    if item.status == Status.VERIFIED and forms["reopen_form"].progress.data is None:
+        forms["reopen_form"].progress.data = commands.progress_before_report(item)
     return (
-        render_template(
-            "actions/detail.html", item=item, now=now, form=form, may_update=may_update, conflict=conflict
-        ),
+        render_template("actions/detail.html", item=item, now=now, pending=pending, **forms),
         status,
     )
+
+
+def _field_error(form: FlaskForm, error: commands.WorkflowError) -> None:
+    """Put a command's refusal on the form field it names (else on the form); a state conflict on top."""
+    if isinstance(error, commands.StateConflict):
+        flash(error.message, "error")
+        return
+    target = getattr(form, error.field, None) if error.field else None
+    if target is None:
+        form.form_errors.append(error.message)
+    else:
+        target.errors = [*target.errors, error.message]
+
+
+def _item_or_404(action_id: int) -> ActionItem:
+    item = services.get_action(current_user, action_id)
+    if item is None:
+        abort(404)
+    return item
+
+
+@bp.post("/actions/<int:action_id>/extensions")
+@login_required
+def request_extension(action_id: int) -> ResponseReturnValue:
+    """Ask for a later deadline with a reason (the office); a reviewer decides."""
+    now = datetime.now(UTC)
+    item = _item_or_404(action_id)
+    require(current_user, Perm.REQUEST_EXTENSION, item)
+    form = ExtensionRequestForm()
+    if form.validate_on_submit():
+        try:
+            commands.request_extension(
+                current_user, item, now, form.new_deadline.data, form.reason.data or ""
+            )
+            db.session.commit()
+        except commands.WorkflowError as exc:
+            db.session.rollback()
+            _field_error(form, _renamed(exc, deadline="new_deadline"))
+            return _page(_item_or_404(action_id), now, exc.status, extension_form=form)
+        flash(
+            _("Your request is recorded. A reviewer will decide; until then the current deadline holds."),
+            "success",
+        )
+        return redirect(url_for(".detail", action_id=item.id))
+    return _page(item, now, 422, extension_form=form)
+
+
+@bp.post("/extensions/<int:extension_id>/decision")
+@login_required
+def decide_extension(extension_id: int) -> ResponseReturnValue:
+    """Approve or reject an extension request (reviewers), from the action page or the review queue."""
+    now = datetime.now(UTC)
+    extension = commands.get_extension(current_user, extension_id)
+    if extension is None:
+        abort(404)
+    require(current_user, Perm.DECIDE_EXTENSION, extension.action_item)
+    form = ExtensionDecisionForm()
+    if form.validate_on_submit():
+        try:
+            commands.decide_extension(current_user, extension, now, form.decision.data, form.note.data or "")
+            db.session.commit()
+        except commands.WorkflowError as exc:
+            db.session.rollback()
+            _field_error(form, exc)
+            item = _item_or_404(extension.action_item_id)
+            return _page(item, now, exc.status, decision_form=form)
+        if form.decision.data == "approved":
+            flash(_("Extension approved: the new deadline applies."), "success")
+        else:
+            flash(_("Extension rejected: the deadline holds."), "success")
+        back = safe_next_url(request.args.get("next"))
+        return redirect(back or url_for(".detail", action_id=extension.action_item_id))
+    return _page(_item_or_404(extension.action_item_id), now, 422, decision_form=form)
+
+
+@bp.route("/actions/<int:action_id>/verify", methods=["GET", "POST"])
+@login_required
+def verify(action_id: int) -> ResponseReturnValue:
+    """Confirm, then verify a reported completion (reviewers): what was reported is shown first."""
+    now = datetime.now(UTC)
+    item = _item_or_404(action_id)
+    require(current_user, Perm.VERIFY_ACTION, item)
+    form = VerifyForm()
+    status = 200
+    if item.status != Status.COMPLETED:
+        form.form_errors.append(
+            _(
+                "This action is “%(status)s”: there is no completion to verify.",
+                status=status_label(item.status),
+            )
+        )
+        status = 409
+    elif form.validate_on_submit():
+        request_ = commands.UpdateRequest(
+            version=int(form.version.data), status=Status.VERIFIED.value, note=form.note.data or ""
+        )
+        try:
+            update = commands.record_update(current_user, item, now, request_)
+            _commit(update)
+        except commands.WorkflowError as exc:
+            db.session.rollback()
+            _field_error(form, exc)
+            status = exc.status
+        except (commands.ConflictError, StaleDataError):
+            db.session.rollback()
+            item = _item_or_404(action_id)
+            form.form_errors.append(_("Someone changed this action meanwhile. Check it and confirm again."))
+            status = 409
+        else:
+            flash(_("“%(title)s” is verified.", title=item.title), "success")
+            back = safe_next_url(request.args.get("next"))
+            return redirect(back or url_for(".detail", action_id=item.id))
+    elif request.method == "POST":
+        status = 422
+    form.version.data = str(item.version)
+    report = services.completion_reports([item.id]).get(item.id)
+    return render_template("actions/verify.html", item=item, report=report, form=form), status
+
+
+@bp.post("/actions/<int:action_id>/reopen")
+@login_required
+def reopen(action_id: int) -> ResponseReturnValue:
+    """Move a verified action back to in progress with a note (reviewers); the owner is told."""
+    now = datetime.now(UTC)
+    item = _item_or_404(action_id)
+    require(current_user, Perm.REOPEN_ACTION, item)
+    form = ReopenForm()
+    if form.validate_on_submit():
+        try:
+            update = commands.reopen(
+                current_user, item, now, form.note.data or "", int(form.version.data), form.progress.data
+            )
+            _commit(update)
+        except commands.WorkflowError as exc:
+            db.session.rollback()
+            _field_error(form, exc)
+            return _page(_item_or_404(action_id), now, exc.status, reopen_form=form)
+        except (commands.ConflictError, StaleDataError):
+            db.session.rollback()
+            form.form_errors.append(_("Someone changed this action meanwhile. Check it and try again."))
+            return _page(_item_or_404(action_id), now, 409, reopen_form=form)
+        flash(_("The action is reopened; its owner is told."), "success")
+        return redirect(url_for(".detail", action_id=item.id))
+    return _page(item, now, 422, reopen_form=form)
+
+
+@bp.post("/actions/<int:action_id>/withdraw")
+@login_required
+def withdraw(action_id: int) -> ResponseReturnValue:
+    """The office withdraws its completion report before verification (back to in progress)."""
+    now = datetime.now(UTC)
+    item = _item_or_404(action_id)
+    require(current_user, Perm.UPDATE_ACTION, item)
+    form = WithdrawForm()
+    if form.validate_on_submit():
+        try:
+            update = commands.withdraw_completion(
+                current_user, item, now, form.note.data or "", int(form.version.data)
+            )
+            _commit(update)
+        except commands.WorkflowError as exc:
+            db.session.rollback()
+            _field_error(form, exc)
+            return _page(_item_or_404(action_id), now, exc.status, withdraw_form=form)
+        except (commands.ConflictError, StaleDataError):
+            db.session.rollback()
+            form.form_errors.append(_("Someone changed this action meanwhile. Check it and try again."))
+            return _page(_item_or_404(action_id), now, 409, withdraw_form=form)
+        flash(_("The completion report is withdrawn; the action is in progress again."), "success")
+        return redirect(url_for(".detail", action_id=item.id))
+    return _page(item, now, 422, withdraw_form=form)
+
+
+def _renamed(error: commands.WorkflowError, **names: str) -> commands.WorkflowError:
+    """The same refusal, its field renamed to the form's name for it."""
+    if error.field in names:
+        error.field = names[error.field]
+    return error
 
 
 @bp.route("/my")
@@ -118,19 +321,26 @@ def my_work() -> str:
     page = services.my_actions(
         current_user, now, request.args.get("page", 1, type=int), current_app.config["TRACKER_PAGE_SIZE"]
     )
-    return render_template("actions/my.html", page=page, now=now, soon=timedelta(days=14))
+    covering = absences.covered_for(current_user, absences.today_of(current_user, now))
+    return render_template("actions/my.html", page=page, now=now, soon=timedelta(days=14), covering=covering)
 
 
 @bp.route("/verification")
 @login_required
 def verification() -> str:
-    """Completions awaiting verification, the longest waiting first (reviewers and admins)."""
+    """The review queue: completions awaiting verification and extension requests, oldest first."""
     require(current_user, Perm.VERIFY_ACTION)
     page = services.verification_queue(
         current_user, request.args.get("page", 1, type=int), current_app.config["TRACKER_PAGE_SIZE"]
     )
     reports = services.completion_reports([item.id for item in page.items])
-    return render_template("actions/verification.html", page=page, reports=reports, form=VerifyForm())
+    return render_template(
+        "actions/verification.html",
+        page=page,
+        reports=reports,
+        extensions=services.pending_extensions(current_user),
+        decision_form=ExtensionDecisionForm(formdata=None),
+    )
 
 
 @bp.route("/evidence/<int:file_id>")
@@ -160,11 +370,12 @@ def _offer_choices(form: UpdateForm, item: ActionItem) -> bool:
     return bool(targets) or workflow.may_update_in_place(current_user, item)
 
 
-def _update_request(form: UpdateForm) -> services.UpdateRequest:
-    return services.UpdateRequest(
+def _update_request(form: UpdateForm) -> commands.UpdateRequest:
+    return commands.UpdateRequest(
         version=int(form.version.data),
         status=form.status.data or None,
         progress=form.progress.data,
+        # Only those who decide extensions see the field; the command refuses a forged one.
         deadline=form.deadline.data,
         note=form.note.data or "",
         evidence_url=form.evidence_url.data or None,

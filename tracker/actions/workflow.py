@@ -46,6 +46,8 @@ MOVES: dict[tuple[Status, Status], Move] = {
     (CO, VE): Move(Perm.VERIFY_ACTION),
     # Sent back by a reviewer, who must say why.
     (CO, IP): Move(Perm.VERIFY_ACTION, needs_note=True),
+    # Reopened after verification (a mistake, new facts), with a note; the owner is told.
+    (VE, IP): Move(Perm.REOPEN_ACTION, needs_note=True),
     **{(s, CA): Move(Perm.CANCEL_ACTION, needs_note=True) for s in OPEN},
 }
 
@@ -66,5 +68,8 @@ def allowed_targets(user: Any, item: ActionItem) -> list[Status]:
 
 
 def may_update_in_place(user: Any, item: ActionItem) -> bool:
-    """May the user change progress, the note or the deadline without changing the status?"""
-    return Status(item.status) in OPEN and can(user, Perm.UPDATE_ACTION, item)
+    """May the user add a note or evidence (and, while open, change progress) without a move?
+
+    While a completion awaits verification the office may still add notes and evidence.
+    """
+    return Status(item.status) in OPEN | {CO} and can(user, Perm.UPDATE_ACTION, item)

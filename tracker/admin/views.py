@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from flask import Blueprint, current_app, flash, make_response, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
@@ -25,6 +36,8 @@ from tracker.extensions import db
 from tracker.models import Office, Role, User
 from tracker.notifications.account import send_invitation
 from tracker.permissions import Perm, require
+from tracker.profile import absences
+from tracker.profile.forms import AbsenceForm
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -284,6 +297,70 @@ def reset_password(user_id: int) -> Response | str:
     response = make_response(render_template("admin/password_reset.html", user=user, temporary=temporary))
     response.headers["Cache-Control"] = "no-store"  # the password must not stay in any cache
     return response
+
+
+# --- absences --------------------------------------------------------------------------------
+
+
+@bp.route("/users/<int:user_id>/absences", methods=["GET", "POST"])
+@login_required
+def user_absences(user_id: int) -> ResponseReturnValue:
+    """A user's current and future absences, and recording another for them (admins only)."""
+    require(current_user, Perm.MANAGE_ABSENCES)
+    user = db.get_or_404(User, user_id)
+    form = AbsenceForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            absence = absences.add_absence(
+                current_user, user, form.starts_on.data, form.ends_on.data, form.note.data, _now()
+            )
+            db.session.commit()
+        except absences.AbsenceError as exc:
+            absences.show_refusal(form, exc)
+        else:
+            flash(absences.recorded_text(absence), "success")
+            return redirect(url_for("admin.user_absences", user_id=user.id))
+    if form.is_submitted():
+        status = 422
+        _not_saved(form)
+    today = absences.today_of(user, _now())
+    return render_template(
+        "admin/user_absences.html",
+        user=user,
+        form=form,
+        absences=absences.absences_of(user, today),
+        today=today,
+    ), status
+
+
+@bp.route("/users/<int:user_id>/absences/<int:absence_id>/delete", methods=["GET", "POST"])
+@login_required
+def delete_user_absence(user_id: int, absence_id: int) -> Response | str:
+    """Ask, then remove one of a user's absences (admins only)."""
+    require(current_user, Perm.MANAGE_ABSENCES)
+    absence = absences.get_absence(absence_id)
+    if absence is None or absence.user_id != user_id:
+        abort(404)
+    back = url_for("admin.user_absences", user_id=user_id)
+    form = ConfirmForm()
+    if form.validate_on_submit():
+        absences.delete_absence(current_user, absence, _now())
+        db.session.commit()
+        flash(_("The absence is removed."), "success")
+        return redirect(back)
+    return render_template(
+        "admin/confirm.html",
+        form=form,
+        title=_("Remove this absence?"),
+        text=[absences.span_text(absence)],
+        button=_("Remove absence"),
+        cancel=back,
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 # --- offices ---------------------------------------------------------------------------------

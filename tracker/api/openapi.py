@@ -162,6 +162,25 @@ def document() -> dict[str, Any]:
                 body=schemas.body_schema(schemas.RECOMMENDATION_PATCH, partial=True),
             ),
         },
+        "/api/v1/recommendations/{id}/history": {
+            "get": _operation(
+                "getRecommendationHistory",
+                "Who changed what of a recommendation and of the offices' responses, newest first.",
+                (
+                    200,
+                    {
+                        "description": "The changes.",
+                        "content": {"application/json": {"schema": schemas.HISTORY_SCHEMA}},
+                    },
+                ),
+                (404,),
+                parameters=[_ID],
+                description=(
+                    "One entry per changed field, creations included (old is null). A change of an "
+                    "office's response is listed only if you see that response on the site."
+                ),
+            )
+        },
         "/api/v1/actions": {
             "get": _operation(
                 "listActions",
@@ -201,6 +220,37 @@ def document() -> dict[str, Any]:
                     "are saved together or not at all."
                 ),
             ),
+        },
+        "/api/v1/actions/{id}/extensions": {
+            "get": _operation(
+                "listActionExtensions",
+                "An action's extension requests, newest first, with their decisions.",
+                (200, _ok("The requests.", "ExtensionList")),
+                (404,),
+                parameters=[_ID],
+            ),
+            "post": _operation(
+                "requestExtension",
+                "Ask for a later deadline (the office's focal points); a reviewer decides.",
+                (201, _ok("The request, pending.", "Extension", created=True)),
+                _WRITE,
+                parameters=[_ID],
+                body=schemas.body_schema(schemas.EXTENSION_CREATE),
+                description="Until a decision the current deadline holds. 409 if a request already waits "
+                "or the action is closed.",
+            ),
+        },
+        "/api/v1/extensions/{id}/decision": {
+            "post": _operation(
+                "decideExtension",
+                "Approve or reject a pending extension request (reviewers and admins).",
+                (200, _ok("The request, decided.", "Extension")),
+                _WRITE,
+                parameters=[_ID],
+                body=schemas.body_schema(schemas.EXTENSION_DECISION),
+                description="Approving moves the action's current deadline; rejecting needs a note. "
+                "409 if the request was already decided.",
+            )
         },
         "/api/v1/actions/{id}/updates": {
             "get": _operation(
@@ -249,6 +299,13 @@ def document() -> dict[str, Any]:
                 ),
                 "Action": schemas.ACTION_SCHEMA,
                 "ActionPage": schemas.page_schema({"$ref": _REF + "Action"}, "A page of actions."),
+                "Extension": schemas.EXTENSION_SCHEMA,
+                "ExtensionList": {
+                    "type": "object",
+                    "properties": {"items": {"type": "array", "items": {"$ref": _REF + "Extension"}}},
+                    "required": ["items"],
+                    "additionalProperties": False,
+                },
                 "Update": schemas.UPDATE_SCHEMA,
                 "UpdatePage": schemas.page_schema({"$ref": _REF + "Update"}, "A page of history entries."),
                 "Problem": schemas.PROBLEM_SCHEMA,

@@ -24,6 +24,7 @@ from tracker.models import (
     ActionItem,
     ActionUpdate,
     EvidenceFile,
+    ExtensionRequest,
     Office,
     Priority,
     Recommendation,
@@ -327,7 +328,9 @@ ACTION_PATCH: Spec = {
     "note": Field(
         "string", "A note for the history; some moves and deadline changes need one.", max_length=5000
     ),
-    "deadline": Field("date", "New deadline; a focal point must give the reason in the note."),
+    "deadline": Field(
+        "date", "New current deadline (reviewers and admins); an office asks with POST …/extensions."
+    ),
     "evidence_url": Field(
         "string",
         "An http(s) link to evidence.",
@@ -339,6 +342,23 @@ ACTION_PATCH: Spec = {
     "deputy": Field(
         "string", "Email of the new deputy, or null for none (reviewers and admins).", nullable=True, **_EMAIL
     ),
+}
+
+EXTENSION_CREATE: Spec = {
+    "deadline": Field("date", "The new deadline asked for: after the current one.", required=True),
+    "reason": Field(
+        "string", "Why more time is needed.", required=True, min_length=1, max_length=5000, blank=False
+    ),
+}
+
+EXTENSION_DECISION: Spec = {
+    "decision": Field(
+        "string",
+        "Approve (the deadline moves) or reject (it holds).",
+        required=True,
+        enum=("approved", "rejected"),
+    ),
+    "note": Field("string", "A note for the requester; required to reject.", max_length=5000),
 }
 
 _RECOMMENDATION_FIELDS = {
@@ -437,6 +457,8 @@ def action_json(item: ActionItem, now: datetime) -> dict[str, Any]:
         "owner": item.owner.email if item.owner else None,
         "deputy": item.deputy.email if item.deputy else None,
         "deadline": day(item.deadline),
+        "agreed_deadline": day(item.agreed_deadline),
+        "pending_extension": extension_json(item.pending_extension) if item.pending_extension else None,
         "status": item.status,
         "progress": item.progress,
         "overdue": item.is_overdue(now),
@@ -444,6 +466,23 @@ def action_json(item: ActionItem, now: datetime) -> dict[str, Any]:
         "created_at": timestamp(item.created_at),
         "updated_at": timestamp(item.updated_at),
         "url": absolute_url("actions.detail", action_id=item.id),
+    }
+
+
+def extension_json(extension: ExtensionRequest) -> dict[str, Any]:
+    """A deadline extension request; needs the requester and the decider loaded (or loads them)."""
+    return {
+        "id": extension.id,
+        "action_id": extension.action_item_id,
+        "state": extension.state,
+        "current_deadline": day(extension.current_deadline),
+        "requested_deadline": day(extension.requested_deadline),
+        "reason": extension.reason,
+        "requested_by": extension.requested_by.email if extension.requested_by else None,
+        "requested_at": timestamp(extension.requested_at),
+        "decided_by": extension.decided_by.email if extension.decided_by else None,
+        "decided_at": timestamp(extension.decided_at),
+        "decision_note": extension.decision_note,
     }
 
 
@@ -543,7 +582,12 @@ ACTION_SCHEMA = _object(
         "description": _S_NULL,
         "owner": {**_S_NULL, "description": "Email of the owner."},
         "deputy": {**_S_NULL, "description": "Email of the deputy."},
-        "deadline": _DATE_S,
+        "deadline": {**_DATE_S, "description": "The current deadline; overdue counts against it."},
+        "agreed_deadline": {**_DATE_S, "description": "The deadline agreed in the plan (the baseline)."},
+        "pending_extension": {
+            "oneOf": [{"$ref": "#/components/schemas/Extension"}, {"type": "null"}],
+            "description": "The extension request waiting for a decision, if any.",
+        },
         "status": {"type": "string", "enum": list(_STATUSES)},
         "progress": {"type": "integer", "minimum": 0, "maximum": 100},
         "overdue": {"type": "boolean", "description": "Deadline passed in the office's zone, still open."},
@@ -553,6 +597,22 @@ ACTION_SCHEMA = _object(
         "url": {**_S, "description": "The action's page on the site."},
     },
     "An action item of an office's plan.",
+)
+EXTENSION_SCHEMA = _object(
+    {
+        "id": _INT,
+        "action_id": _INT,
+        "state": {"type": "string", "enum": ["pending", "approved", "rejected"]},
+        "current_deadline": {**_DATE_S, "description": "The action's deadline when the request was made."},
+        "requested_deadline": _DATE_S,
+        "reason": _S,
+        "requested_by": {**_S_NULL, "description": "Email of the requester."},
+        "requested_at": _TIME_S,
+        "decided_by": {**_S_NULL, "description": "Email of the reviewer who decided."},
+        "decided_at": {"type": ["string", "null"], "format": "date-time"},
+        "decision_note": _S_NULL,
+    },
+    "A request to move an action's deadline later, and its decision.",
 )
 FILE_SCHEMA = _object(
     {
@@ -612,3 +672,46 @@ def page_schema(item_schema: dict[str, Any], description: str) -> dict[str, Any]
         },
         description,
     )
+
+
+# --- the history of a recommendation (GET /recommendations/<id>/history) ---------------------------
+
+
+def change_json(change: Any) -> dict[str, Any]:
+    """One RecommendationChange; needs its author and office loaded."""
+    author = change.author
+    return {
+        "at": timestamp(change.created_at),
+        "author": {"email": author.email, "name": author.name} if author is not None else None,
+        "office": change.office.code if change.office is not None else None,
+        "field": change.field,
+        "old": change.old_value,
+        "new": change.new_value,
+    }
+
+
+CHANGE_SCHEMA = _object(
+    {
+        "at": _TIME_S,
+        "author": {
+            "anyOf": [_object({"email": _S, "name": _S}, "Who made the change."), {"type": "null"}],
+            "description": "Null for the system (e.g. data from before the history was kept).",
+        },
+        "office": {
+            **_S_NULL,
+            "description": "Code of the office whose response changed; null for the recommendation itself.",
+        },
+        "field": {
+            **_S,
+            "description": "code, title, text, theme, priority, target_date, source (its title), archived; "
+            "for a response: response, comment.",
+        },
+        "old": {**_S_NULL, "description": "The value before, as text (dates ISO, enums as their value)."},
+        "new": {**_S_NULL, "description": "The value after; null when cleared."},
+    },
+    "One changed field of a recommendation or of an office's response to it.",
+)
+HISTORY_SCHEMA = _object(
+    {"items": {"type": "array", "items": CHANGE_SCHEMA, "description": "Newest first."}},
+    "The history of a recommendation: the changes you may see.",
+)

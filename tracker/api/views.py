@@ -26,17 +26,17 @@ from werkzeug.http import HTTP_STATUS_CODES, parse_etags
 from werkzeug.routing import RoutingException
 from werkzeug.wrappers import Response
 
+from tracker.actions import commands
 from tracker.actions import services as action_services
+from tracker.actions.queries import ActionFilters, filtered_actions
 from tracker.api import openapi, schemas
 from tracker.api.auth import bearer_secret, user_for_secret
 from tracker.api.schemas import Invalid
 from tracker.extensions import db, login_manager
 from tracker.models import (
-    CLOSED_STATUSES,
     ActionItem,
     ActionUpdate,
-    Office,
-    Recommendation,
+    ExtensionRequest,
     Source,
     User,
     normalise_email,
@@ -386,6 +386,17 @@ def update_recommendation(id: int) -> Response:
     return _json(schemas.recommendation_json(found))
 
 
+@bp.get("/recommendations/<int:id>/history")
+def recommendation_history(id: int) -> Response:
+    """Who changed what of a recommendation and of the responses the user sees, newest first."""
+    from tracker.recommendations import history
+
+    user = _user()
+    require(user, Perm.VIEW_RECOMMENDATION)
+    found = recommendation_services.get_recommendation(_id_or_404(id)) or _not_found()
+    return _json({"items": [schemas.change_json(c) for c in history.history(user, found)]})
+
+
 # --- actions -----------------------------------------------------------------------------------
 
 
@@ -394,27 +405,16 @@ def actions() -> Response:
     """A page of the actions the user may see: filtered, open ones first, then by deadline."""
     user, now = _user(), _now()
     query = schemas.parse_query(schemas.ACTION_FILTERS, request.args)
-    select = action_services.visible_actions(user).options(joinedload(ActionItem.deputy))
-    if query["office"]:
-        select = select.where(Office.code == query["office"].upper())
-    if query["status"]:
-        select = select.where(ActionItem.status == query["status"])
-    if query["recommendation"]:
-        select = select.where(Recommendation.code == query["recommendation"])
-    if query["owner"]:
-        owner_ids = sa.select(User.id).where(User.email == normalise_email(query["owner"]))
-        select = select.where(ActionItem.owner_id.in_(owner_ids))
-    if query["due_before"]:
-        select = select.where(ActionItem.deadline <= query["due_before"])
-    if query["due_after"]:
-        select = select.where(ActionItem.deadline >= query["due_after"])
-    if query["overdue"] is not None:
-        overdue = action_services.overdue_clause(now)
-        select = select.where(overdue if query["overdue"] else sa.not_(overdue))
-    closed = sorted(s.value for s in CLOSED_STATUSES)
-    select = select.order_by(
-        sa.case((ActionItem.status.in_(closed), 1), else_=0), ActionItem.deadline, ActionItem.id
+    filters = ActionFilters(
+        office_code=query["office"],
+        status=query["status"],
+        recommendation_code=query["recommendation"],
+        owner_email=normalise_email(query["owner"]) if query["owner"] else None,
+        due_before=query["due_before"],
+        due_after=query["due_after"],
+        overdue=query["overdue"],
     )
+    select = filtered_actions(user, now, filters).options(selectinload(ActionItem.pending_extension))
     page = db.paginate(select, page=query["page"], per_page=query["per_page"], error_out=False, count=True)
     return _json(schemas.page_json(page, [schemas.action_json(item, now) for item in page.items]))
 
@@ -509,6 +509,9 @@ def update_action(id: int) -> Response:
                 ),
             )
         db.session.commit()
+    except commands.StateConflict as exc:
+        db.session.rollback()
+        raise Problem(409, exc.message) from None
     except (action_services.WorkflowError, office_services.PlanError) as exc:
         db.session.rollback()
         _refused(exc, _PLAN_FIELDS)
@@ -538,6 +541,61 @@ def action_updates(id: int) -> Response:
     )
     page = db.paginate(select, page=query["page"], per_page=query["per_page"], error_out=False, count=True)
     return _json(schemas.page_json(page, [schemas.update_json(u) for u in page.items]))
+
+
+# --- deadline extensions -------------------------------------------------------------------------
+
+
+@bp.get("/actions/<int:id>/extensions")
+def action_extensions(id: int) -> Response:
+    """Every extension request of an action, newest first, with its decision."""
+    item = _visible_item(id)
+    found = db.session.scalars(
+        sa.select(ExtensionRequest)
+        .where(ExtensionRequest.action_item_id == item.id)
+        .options(joinedload(ExtensionRequest.requested_by), joinedload(ExtensionRequest.decided_by))
+        .order_by(ExtensionRequest.requested_at.desc(), ExtensionRequest.id.desc())
+    )
+    return _json({"items": [schemas.extension_json(e) for e in found]})
+
+
+@bp.post("/actions/<int:id>/extensions")
+def request_extension(id: int) -> Response:
+    """Ask for a later deadline with a reason (the office's focal points); a reviewer decides."""
+    user, now = _user(), _now()
+    item = _visible_item(id)
+    data = schemas.validate_body(schemas.EXTENSION_CREATE, _json_body())
+    try:
+        extension = commands.request_extension(user, item, now, data["deadline"], data["reason"])
+    except commands.WorkflowError as exc:
+        db.session.rollback()
+        _refused_or_conflict(exc)
+    _commit()
+    return _json(schemas.extension_json(extension), 201, location=url_for(".action_extensions", id=item.id))
+
+
+@bp.post("/extensions/<int:id>/decision")
+def decide_extension(id: int) -> Response:
+    """Approve or reject a pending extension request (reviewers and admins); the requester is told."""
+    user, now = _user(), _now()
+    extension = commands.get_extension(user, _id_or_404(id))
+    if extension is None:
+        raise NotFound()
+    data = schemas.validate_body(schemas.EXTENSION_DECISION, _json_body())
+    try:
+        commands.decide_extension(user, extension, now, data["decision"], data.get("note", ""))
+    except commands.WorkflowError as exc:
+        db.session.rollback()
+        _refused_or_conflict(exc)
+    _commit()
+    return _json(schemas.extension_json(extension))
+
+
+def _refused_or_conflict(error: commands.WorkflowError) -> NoReturn:
+    """A command's refusal: 409 with the state it is in now, else 422 naming the field."""
+    if isinstance(error, commands.StateConflict):
+        raise Problem(409, error.message)
+    _refused(error)
 
 
 def _visible_item(action_id: int) -> ActionItem:

@@ -9,13 +9,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import joinedload
 
 from tracker.actions.services import due_soon_clause, overdue_clause, visible_offices
 from tracker.extensions import db
-from tracker.models import ActionItem, ActionUpdate, Office, Recommendation, Source, Status, User
+from tracker.models import (
+    DONE_STATUSES,
+    ActionItem,
+    ActionUpdate,
+    ExtensionRequest,
+    ExtensionState,
+    Office,
+    Recommendation,
+    Source,
+    Status,
+    User,
+    completion_rate,
+)
 from tracker.permissions import office_scope_clause
 
 #: Days ahead in which an open item counts as due soon (the first reminder goes out as far ahead).
@@ -24,9 +37,6 @@ DUE_SOON_DAYS = 14
 OVERDUE_LIST_SIZE = 20
 #: Quarters shown in the completion chart, the current one included.
 QUARTERS_SHOWN = 8
-
-#: Statuses that count as done for the completion rate and the completion chart.
-DONE_STATUSES = (Status.COMPLETED.value, Status.VERIFIED.value)
 
 #: Matrix cells take the colour and label of the most severe status they hold, most severe first.
 #: An overdue item outranks all of these: such a cell is marked overdue whatever its statuses.
@@ -85,11 +95,15 @@ class OfficeProgress:
     overdue: int = 0
     #: Mean progress (0–100) of the items not cancelled; None without such items.
     average_progress: float | None = None
+    #: Extension requests approved for the office's items.
+    extensions_granted: int = 0
+    #: Days by which current deadlines lie past the agreed ones, summed over the items.
+    days_slipped: int = 0
 
     @property
     def completion_rate(self) -> float | None:
         """Share (0–1) of the items not cancelled that are completed or verified."""
-        return self.done / self.counted if self.counted else None
+        return completion_rate(self.done, self.counted)
 
 
 @dataclass(frozen=True)
@@ -142,6 +156,13 @@ class Dashboard:
     matrix: Matrix
     overdue_items: list[ActionItem]
     quarters: list[QuarterCount]
+
+
+def days_between(later: Any, earlier: Any) -> sa.ColumnElement[int]:
+    """SQL for the whole days from date ``earlier`` to date ``later`` (PostgreSQL and SQLite)."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        return later - earlier  # date - date is an integer of days
+    return sa.cast(sa.func.julianday(later) - sa.func.julianday(earlier), sa.Integer)
 
 
 def _count_if(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
@@ -209,12 +230,14 @@ def totals(
 def office_progress(
     user: User, filters: Filters, offices: list[Office], overdue: sa.ColumnElement[bool]
 ) -> list[OfficeProgress]:
-    """Per office: items, average progress, completion rate, overdue; one GROUP BY query.
+    """Per office: items, average progress, completion rate, overdue, slippage; two GROUP BY queries.
 
-    ``offices`` are the offices in the user's scope; those filtered out are left out, and so are
-    inactive offices without items.
+    Slippage is the extensions granted and the days by which current deadlines lie past the
+    agreed ones (items not cancelled). ``offices`` are the offices in the user's scope; those
+    filtered out are left out, and so are inactive offices without items.
     """
     not_cancelled = ActionItem.status != Status.CANCELLED.value
+    slipped = sa.and_(not_cancelled, ActionItem.deadline > ActionItem.agreed_deadline)
     rows = db.session.execute(
         _items_in_view(
             sa.select(
@@ -224,11 +247,27 @@ def office_progress(
                 _count_if(ActionItem.status.in_(DONE_STATUSES)),
                 _count_if(overdue),
                 sa.func.avg(sa.case((not_cancelled, ActionItem.progress))),
+                sa.func.sum(
+                    sa.case((slipped, days_between(ActionItem.deadline, ActionItem.agreed_deadline)))
+                ),
             ),
             user,
             filters,
         ).group_by(ActionItem.office_id)
     ).all()
+    granted = dict(
+        db.session.execute(
+            _items_in_view(
+                sa.select(ActionItem.office_id, sa.func.count(ExtensionRequest.id)).join(
+                    ExtensionRequest, ExtensionRequest.action_item_id == ActionItem.id
+                ),
+                user,
+                filters,
+            )
+            .where(ExtensionRequest.state == ExtensionState.APPROVED.value)
+            .group_by(ActionItem.office_id)
+        ).all()
+    )
     by_office = {row[0]: row for row in rows}
     result = []
     for office in _offices_shown(offices, filters):
@@ -237,7 +276,7 @@ def office_progress(
             if office.active:
                 result.append(OfficeProgress(office=office))
             continue
-        _, items, counted, done, late, average = row
+        _, items, counted, done, late, average, days = row
         result.append(
             OfficeProgress(
                 office=office,
@@ -246,6 +285,8 @@ def office_progress(
                 done=done,
                 overdue=late,
                 average_progress=None if average is None else float(average),  # Decimal on PostgreSQL
+                extensions_granted=granted.get(office.id, 0),
+                days_slipped=int(days or 0),
             )
         )
     return result

@@ -14,7 +14,14 @@ import sqlalchemy as sa
 from flask import current_app
 
 from tracker.extensions import db
-from tracker.models import ActionItem, NotificationKind, User, normalise_email
+from tracker.models import (
+    ActionItem,
+    ExtensionRequest,
+    ExtensionState,
+    NotificationKind,
+    User,
+    normalise_email,
+)
 from tracker.notifications import tokens
 from tracker.notifications.outbox import enqueue
 from tracker.notifications.render import absolute_url, render_email
@@ -91,10 +98,10 @@ def notify_assignment(items: list[ActionItem], user: User, role: str, now: datet
 
 
 def notify_review_outcome(item: ActionItem, kind: NotificationKind, note: str | None, now: datetime) -> int:
-    """Tell the owner (and deputy) that a reviewer verified the item or sent it back.
+    """Tell the owner (and deputy) that a reviewer verified the item, sent it back or reopened it.
 
-    "Sent back" cannot be switched off: the owner must act on it. "Verified" follows the
-    recipient's preference.
+    "Sent back" and "reopened" cannot be switched off: the owner must act on them. "Verified"
+    follows the recipient's preference.
     """
     sent = 0
     for person in {u for u in (item.owner, item.deputy) if u is not None}:
@@ -106,3 +113,14 @@ def notify_review_outcome(item: ActionItem, kind: NotificationKind, note: str | 
         key = f"{kind.value}:user{person.id}:item{item.id}:v{item.version}"
         sent += enqueue(kind, person, key, email, now)
     return sent
+
+
+def notify_extension_decision(extension: ExtensionRequest, now: datetime) -> bool:
+    """Tell the person who asked for an extension what the reviewer decided (cannot be switched off)."""
+    person, item = extension.requested_by, extension.action_item
+    if person is None or not person.active or not can(person, Perm.VIEW_ACTION, item):
+        return False
+    approved = extension.state == ExtensionState.APPROVED
+    email = render_email("extension_decided", person, item=item, extension=extension, approved=approved)
+    key = f"extension_decided:user{person.id}:extension{extension.id}"
+    return enqueue(NotificationKind.EXTENSION_DECIDED, person, key, email, now)

@@ -19,6 +19,7 @@ from tracker.extensions import db
 from tracker.labels import kind_label
 from tracker.models import Notification, NotificationKind, NotificationState, SchedulerLease
 from tracker.notifications import dispatch
+from tracker.notifications.compose import offices_without_manager
 from tracker.notifications.outbox import HeaderInjectionError, safe_header
 from tracker.permissions import Perm, require
 
@@ -132,6 +133,7 @@ def index() -> str:
         kind_label=kind_label,
         state_label=state_label,
         stale_after=int(STALE_AFTER.total_seconds() // 60),
+        unmanaged=offices_without_manager(),
         smtp=bool(current_app.config.get("MAIL_SERVER")),
         mail_dir=current_app.config["TRACKER_MAIL_DIR"],
     )

@@ -3,47 +3,52 @@
 One outbox row per (kind, recipient, period) under a unique idempotency key, listing all of the
 recipient's items: composing again inserts nothing new. The period of a daily kind is the
 recipient's local date (``overdue:user42:2026-11-24``); a digest's is the quarter
-(``digest:user7:2026Q3``). Rules, with n counted in whole days of the item's office's calendar:
+(``digest:user7:2026Q3``). The daily kinds are the rules of ``rules.py`` (one function per kind, in
+one table); this module loads what they read, runs them, and queues and records what they found.
+With n counted in whole days of the item's office's calendar:
 
 - **Morning**: a recipient is composed for once their local time (their own zone, else their
   office's, else UTC) has reached ``TRACKER_MORNING_HOUR`` on their local date D; the job runs
-  every 15 minutes and picks whoever's morning has come, so a run missed at 08:00 is caught up by
-  the next one that day. Items are judged at that morning moment, in the item's office's zone
-  (the rule of ``ActionItem.is_overdue``), so the answer does not depend on when the run happens.
+  every 15 minutes and picks whoever's morning has come. Items are judged at that morning moment,
+  in the item's office's zone, so the answer does not depend on when the run happens.
 - **due_soon**: an open item whose deadline is n days ahead, n in ``TRACKER_DUE_SOON_DAYS``.
-- **overdue**: n = days since the deadline; on n = 1, then every ``TRACKER_OVERDUE_REPEAT_DAYS``
-  (n = 1, 8, 15, … by default). Cannot be switched off.
-- **stale**: an open item whose last change (``updated_at``) is a = N, 2N, 3N… days old, N =
-  ``TRACKER_STALE_DAYS``: a nudge on the day it reaches N days, then every N days.
+- **overdue**: the first notice on the first run after the deadline passed, whatever day that is
+  (``ItemNotice("overdue", period=deadline)`` remembers it), then on n = 1 + k ×
+  ``TRACKER_OVERDUE_REPEAT_DAYS`` (1, 8, 15, … by default). A scheduler back after days away
+  sends the missed first notice once, never the missed repeats. Cannot be switched off.
+- **stale**: no update (``updated_at``) for ``TRACKER_STALE_DAYS`` days, then every
+  ``TRACKER_STALE_REPEAT_DAYS``: one nudge per idle period whatever day the job runs
+  (``ItemNotice("stale", period=first day of the period)``).
 - **Recipient of those three**: the owner if active and allowed to see the item; else the deputy
-  if so; else the office's active managers who may see it; else nobody. Optional kinds follow the
-  recipient's preference (an owner who switched due-soon off gets none; it does not pass on).
-- **escalation**: an open item overdue more than ``TRACKER_ESCALATION_DAYS`` days without an
-  ``Escalation(level=1)`` row is reported to its office's active managers (office managers only,
-  not programme-wide ones), once: the row is written in the same transaction as the mail. An
-  escalation is one event per item shared by all its managers, so it is judged at the *office's*
-  morning and every manager of the office gets it then (keyed on their own local date). An office
-  without an active manager: the row is written anyway, with a warning in the log, and nobody is
-  mailed. If every manager already had an escalation mail that day, the item waits until the next.
-- **review_queue**: each active reviewer gets the list of completions awaiting verification (every
-  office's, as on the verification page), when it is not empty.
+  if so; else the office's active managers who may see it; else nobody. Someone away that day
+  (``Absence``, their own date) is covered by the action's deputy if active and here, else by the
+  office's other active focal points who are here; the line says whom it covers and until when.
+  Optional kinds follow the recipient's preference.
+- **escalation**: ``TRACKER_ESCALATION_LADDER`` (``30:office_managers,60:programme_managers,
+  90:reviewers``): an open item overdue more than a rung's days is reported once per rung to that
+  rung's people who may see it and are not away; a rung with nobody falls through to the next
+  rung's audience, the last to the admins. Judged at the office's morning; the ``Escalation`` row
+  is written only with a mail that lists the item (a recipient who already had an escalation mail
+  that day makes the item wait for the next).
+- **review_queue**: each active reviewer who is not away gets the completions awaiting
+  verification and the pending extension requests, when there are any.
 - **digest**: see :func:`compose_digests` and ``digest.py``.
 
 Items of archived recommendations are left out of reminders and digests (as on the dashboard).
 Nobody is told about an item that ``permissions.can`` does not let them see. The number of SQL
-statements is bounded: five SELECTs whatever the number of items (users, office zones, candidate
-items streamed with their office, recommendation, owner and escalation, the review queue, the keys
-already queued), then one INSERT per new mail and one for all the new escalation rows.
+statements is bounded: users, absences, candidate items (with office, recommendation, owner,
+notices, extensions and last update in the same query), their escalation rungs, the review list
+(two), the keys already queued; then one INSERT per new mail and one per 1,000 rows recorded.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from itertools import pairwise
 
 import sqlalchemy as sa
 from flask import current_app
@@ -57,6 +62,9 @@ from tracker.models import (
     ActionItem,
     ActionUpdate,
     Escalation,
+    ExtensionRequest,
+    ExtensionState,
+    ItemNotice,
     Notification,
     NotificationKind,
     Office,
@@ -68,19 +76,56 @@ from tracker.models import (
 from tracker.notifications.digest import LIST_LIMIT, Figures, Quarter, build_figures
 from tracker.notifications.outbox import enqueue
 from tracker.notifications.render import render_email
-from tracker.permissions import Perm, can, office_scope
+from tracker.notifications.rules import (
+    AUDIENCES,
+    NOTICE_OVERDUE,
+    NOTICE_STALE,
+    RULES,
+    Absences,
+    Calendar,
+    Context,
+    Facts,
+    Line,
+    Rung,
+    Tell,
+    local_date,
+    morning,
+)
+from tracker.permissions import office_scope
 
 log = logging.getLogger(__name__)
+
+__all__ = ["ComposeConfigError", "Line", "Planned", "Settings", "compose", "compose_reminders"]
 
 _CLOSED = sorted(s.value for s in CLOSED_STATUSES)
 #: Keys looked up per statement when checking which mails exist already.
 _KEY_CHUNK = 500
-#: Rows fetched at a time from the candidate items.
-_YIELD_PER = 500
+#: Rows per INSERT of recorded notices and escalations (PostgreSQL takes at most 65,535 parameters).
+_INSERT_CHUNK = 1000
+_RUNG = re.compile(r"^\s*(\d+)\s*:\s*([a-z_]+)\s*$")
 
 
 class ComposeConfigError(ValueError):
     """A TRACKER_* reminder setting is out of range."""
+
+
+def parse_ladder(text: str) -> tuple[Rung, ...]:
+    """``30:office_managers,60:programme_managers`` → rungs; raises ComposeConfigError naming the setting."""
+    example = "30:office_managers,60:programme_managers,90:reviewers"
+    rungs = []
+    for part in str(text).split(","):
+        match = _RUNG.match(part)
+        if not match or match.group(2) not in AUDIENCES:
+            raise ComposeConfigError(
+                f"TRACKER_ESCALATION_LADDER must be days:audience pairs separated by commas, e.g. {example} "
+                f"(audiences: {', '.join(AUDIENCES)}), not {text!r}"
+            )
+        rungs.append(Rung(int(match.group(1)), match.group(2)))
+    if any(later.days <= earlier.days for earlier, later in pairwise(rungs)):
+        raise ComposeConfigError(
+            f"TRACKER_ESCALATION_LADDER must list its days in increasing order, not {text!r}"
+        )
+    return tuple(rungs)
 
 
 @dataclass(frozen=True)
@@ -89,8 +134,9 @@ class Settings:
 
     due_soon_days: tuple[int, ...]
     overdue_repeat_days: int
-    escalation_days: int
+    escalation_ladder: tuple[Rung, ...]
     stale_days: int
+    stale_repeat_days: int
     morning_hour: int
 
     @classmethod
@@ -100,31 +146,26 @@ class Settings:
         settings = cls(
             due_soon_days=tuple(sorted({int(d) for d in config["TRACKER_DUE_SOON_DAYS"]}, reverse=True)),
             overdue_repeat_days=int(config["TRACKER_OVERDUE_REPEAT_DAYS"]),
-            escalation_days=int(config["TRACKER_ESCALATION_DAYS"]),
+            escalation_ladder=parse_ladder(config["TRACKER_ESCALATION_LADDER"]),
             stale_days=int(config["TRACKER_STALE_DAYS"]),
+            stale_repeat_days=int(config["TRACKER_STALE_REPEAT_DAYS"]),
             morning_hour=int(config["TRACKER_MORNING_HOUR"]),
         )
         if any(d < 1 for d in settings.due_soon_days):
             raise ComposeConfigError("TRACKER_DUE_SOON_DAYS must be whole numbers of days, 1 or more")
-        if settings.overdue_repeat_days < 1 or settings.stale_days < 1 or settings.escalation_days < 0:
+        if min(settings.overdue_repeat_days, settings.stale_days, settings.stale_repeat_days) < 1:
             raise ComposeConfigError(
-                "TRACKER_OVERDUE_REPEAT_DAYS and TRACKER_STALE_DAYS must be 1 or more, "
-                "TRACKER_ESCALATION_DAYS 0 or more"
+                "TRACKER_OVERDUE_REPEAT_DAYS, TRACKER_STALE_DAYS and TRACKER_STALE_REPEAT_DAYS "
+                "must be 1 or more"
             )
         if not 0 <= settings.morning_hour <= 23:
             raise ComposeConfigError("TRACKER_MORNING_HOUR must be an hour from 0 to 23")
         return settings
 
-
-@dataclass(frozen=True)
-class Line:
-    """One item in a mail, with the number of days that put it there."""
-
-    item: ActionItem
-    #: Days left (due soon), overdue (overdue, escalation), without update (stale), waiting (review).
-    days: int
-    #: The date of the last update (stale) or of the completion report (review queue).
-    on: date | None = None
+    @property
+    def escalation_days(self) -> int:
+        """The first rung's days (overdue more than this is escalated at all)."""
+        return self.escalation_ladder[0].days
 
 
 @dataclass(frozen=True)
@@ -141,57 +182,29 @@ class Planned:
 
 @dataclass
 class _Mail:
-    """A mail being assembled: a kind, a recipient, their local date, the lines."""
+    """A mail being assembled: a kind, a recipient, their local date, the lines, what they record."""
 
     kind: NotificationKind
     recipient: User
     day: date
-    lines: list[Line] = field(default_factory=list)
+    lines: dict[int, Line] = field(default_factory=dict)
+    notices: set[tuple[int, str, date]] = field(default_factory=set)
+    escalations: set[tuple[int, int]] = field(default_factory=set)
 
     @property
     def key(self) -> str:
         return f"{self.kind.value}:user{self.recipient.id}:{self.day.isoformat()}"
 
-
-def morning(day: date, zone: ZoneInfo, hour: int) -> datetime:
-    """The moment of ``hour`` o'clock on ``day`` in ``zone``."""
-    return datetime.combine(day, time(hour), tzinfo=zone)
-
-
-def local_date(moment: datetime, zone: ZoneInfo) -> date:
-    """The date it is in ``zone`` at ``moment``."""
-    return moment.astimezone(zone).date()
-
-
-class _Calendar:
-    """Each recipient's local date and morning, computed once per run."""
-
-    def __init__(self, now: datetime, today: date | None, hour: int) -> None:
-        self.now, self.today, self.hour = now, today, hour
-        self._days: dict[int, tuple[date, datetime] | None] = {}
-        self._office_days: dict[int, date | None] = {}
-
-    def day_of(self, user: User) -> tuple[date, datetime] | None:
-        """(their date, its morning) if their morning has come (always with a forced ``today``)."""
-        if user.id not in self._days:
-            zone = user.zone
-            day = self.today or local_date(self.now, zone)
-            moment = morning(day, zone, self.hour)
-            self._days[user.id] = (day, moment) if self.today or self.now >= moment else None
-        return self._days[user.id]
-
-    def date_of(self, user: User) -> date:
-        """Their local date now (or the forced ``today``), morning or not."""
-        return self.today or local_date(self.now, user.zone)
-
-    def office_day(self, office: Office) -> date | None:
-        """The office's date if its morning has come (the moment escalations are judged)."""
-        if office.id not in self._office_days:
-            zone = ZoneInfo(office.timezone)
-            day = self.today or local_date(self.now, zone)
-            come = self.today or self.now >= morning(day, zone, self.hour)
-            self._office_days[office.id] = day if come else None
-        return self._office_days[office.id]
+    def add(self, tell: Tell) -> None:
+        """One line per item (an escalation at several rungs: the highest); remember what to record."""
+        item_id = tell.line.item.id
+        known = self.lines.get(item_id)
+        if known is None or (tell.line.level or 0) > (known.level or 0):
+            self.lines[item_id] = tell.line
+        if tell.notice is not None:
+            self.notices.add((item_id, *tell.notice))
+        if tell.escalation is not None:
+            self.escalations.add((item_id, tell.escalation))
 
 
 def _active_users() -> dict[int, User]:
@@ -199,22 +212,59 @@ def _active_users() -> dict[int, User]:
     return {user.id: user for user in db.session.scalars(query)}
 
 
-def _candidate_items(reference: datetime, settings: Settings) -> Iterator[tuple[ActionItem, bool]]:
-    """Open items that may need a reminder at any morning up to ``reference``, with "escalated".
+def _candidate_items(reference: datetime, settings: Settings) -> list[tuple[ActionItem, Facts]]:
+    """Open items that may need a reminder at any morning up to ``reference``, with their facts.
 
     A superset, filtered in SQL: due within the largest due-soon distance or overdue (by the
-    office's date at ``reference``, never earlier than anyone's morning), or not updated for
-    about the stale period. Streamed; office, recommendation and owner come in the same query.
+    office's date at ``reference``), or not updated for about the stale period. Office,
+    recommendation, owner, the notices given, approved extensions and the last history entry come
+    in the same query; the escalation rungs already reported in one more.
     """
     owner = aliased(User)
     furthest = max((0, *settings.due_soon_days))
     stale_from = reference - timedelta(days=max(settings.stale_days - 2, 0))  # margin for zones/DST
+    overdue_notice = aliased(ItemNotice)
+    stale_notice = (
+        sa.select(ItemNotice.action_item_id.label("item_id"), sa.func.max(ItemNotice.period).label("period"))
+        .where(ItemNotice.kind == NOTICE_STALE)
+        .group_by(ItemNotice.action_item_id)
+        .subquery()
+    )
+    extensions = (
+        sa.select(sa.func.count(ExtensionRequest.id))
+        .where(
+            ExtensionRequest.action_item_id == ActionItem.id,
+            ExtensionRequest.state == ExtensionState.APPROVED.value,
+        )
+        .correlate(ActionItem)
+        .scalar_subquery()
+    )
+    last_id = (
+        sa.select(ActionUpdate.id)
+        .where(ActionUpdate.action_item_id == ActionItem.id)
+        .order_by(ActionUpdate.created_at.desc(), ActionUpdate.id.desc())
+        .limit(1)
+        .correlate(ActionItem)
+        .scalar_subquery()
+    )
+    last = aliased(ActionUpdate)
     query = (
-        sa.select(ActionItem, Escalation.id)
+        sa.select(
+            ActionItem, overdue_notice.id, stale_notice.c.period, extensions, last.created_at, last.note
+        )
         .join(ActionItem.office)
         .join(ActionItem.recommendation)
         .outerjoin(owner, ActionItem.owner_id == owner.id)
-        .outerjoin(Escalation, sa.and_(Escalation.action_item_id == ActionItem.id, Escalation.level == 1))
+        .outerjoin(
+            overdue_notice,
+            sa.and_(
+                overdue_notice.action_item_id == ActionItem.id,
+                overdue_notice.kind == NOTICE_OVERDUE,
+                overdue_notice.period == ActionItem.deadline,
+            ),
+        )
+        .outerjoin(stale_notice, stale_notice.c.item_id == ActionItem.id)
+        .outerjoin(last, last.id == last_id)
         .where(
             ActionItem.status.not_in(_CLOSED),
             Recommendation.archived_at.is_(None),
@@ -229,8 +279,28 @@ def _candidate_items(reference: datetime, settings: Settings) -> Iterator[tuple[
         )
         .order_by(ActionItem.id)
     )
-    for item, escalation_id in db.session.execute(query, execution_options={"yield_per": _YIELD_PER}):
-        yield item, escalation_id is not None
+    rows = db.session.execute(query).all()
+    escalated: dict[int, set[int]] = {}
+    if rows:
+        levels = sa.select(Escalation.action_item_id, Escalation.level).join(
+            ActionItem, ActionItem.id == Escalation.action_item_id
+        )
+        for item_id, level in db.session.execute(levels.where(ActionItem.status.not_in(_CLOSED))):
+            escalated.setdefault(item_id, set()).add(level)
+    return [
+        (
+            item,
+            Facts(
+                overdue_noticed=noticed is not None,
+                stale_period=stale_period,
+                extensions=extension_count or 0,
+                escalated=frozenset(escalated.get(item.id, ())),
+                last_update_at=last_at,
+                last_note=last_note,
+            ),
+        )
+        for item, noticed, stale_period, extension_count, last_at, last_note in rows
+    ]
 
 
 def _review_queue() -> list[tuple[ActionItem, datetime | None]]:
@@ -262,13 +332,22 @@ def _review_queue() -> list[tuple[ActionItem, datetime | None]]:
     return [(item, at) for item, at in db.session.execute(query)]
 
 
-def responsible(item: ActionItem, users: dict[int, User], managers: dict[int, list[User]]) -> list[User]:
-    """Who is reminded about ``item``: owner, else deputy, else the office's managers (see above)."""
-    for person_id in (item.owner_id, item.deputy_id):
-        person = users.get(person_id) if person_id else None
-        if person is not None and can(person, Perm.VIEW_ACTION, item):
-            return [person]
-    return [m for m in managers.get(item.office_id, []) if can(m, Perm.VIEW_ACTION, item)]
+def _pending_extensions() -> list[ExtensionRequest]:
+    """Extension requests waiting for a reviewer, the oldest first, with their action and requester."""
+    query = (
+        sa.select(ExtensionRequest)
+        .join(ExtensionRequest.action_item)
+        .join(ActionItem.office)
+        .join(ActionItem.recommendation)
+        .where(ExtensionRequest.state == ExtensionState.PENDING.value)
+        .options(
+            contains_eager(ExtensionRequest.action_item).contains_eager(ActionItem.office),
+            contains_eager(ExtensionRequest.action_item).contains_eager(ActionItem.recommendation),
+            joinedload(ExtensionRequest.requested_by),
+        )
+        .order_by(ExtensionRequest.requested_at, ExtensionRequest.id)
+    )
+    return list(db.session.scalars(query).unique())
 
 
 def _existing_keys(keys: Iterable[str]) -> set[str]:
@@ -286,13 +365,35 @@ def offices_label(lines: Iterable[Line]) -> str:
     return ", ".join(sorted({line.item.office.code for line in lines}))
 
 
-_SORT = {
-    NotificationKind.DUE_SOON: lambda line: (line.item.deadline, line.item.office.code, line.item.id),
-    NotificationKind.OVERDUE: lambda line: (line.item.deadline, line.item.office.code, line.item.id),
-    NotificationKind.ESCALATION: lambda line: (line.item.deadline, line.item.office.code, line.item.id),
-    NotificationKind.STALE: lambda line: (-line.days, line.item.office.code, line.item.id),
-    NotificationKind.REVIEW_QUEUE: lambda line: (-line.days, line.item.office.code, line.item.id),
-}
+def offices_without_manager() -> list[Office]:
+    """Active offices without an active manager of their own: their escalations skip a rung."""
+    has_manager = (
+        sa.select(User.id)
+        .where(User.office_id == Office.id, User.active, User.role == Role.MANAGER.value)
+        .exists()
+    )
+    return list(
+        db.session.scalars(sa.select(Office).where(Office.active, ~has_manager).order_by(Office.code))
+    )
+
+
+def _context(now: datetime, today: date | None, settings: Settings) -> Context:
+    """Load what the rules read: people, absences, candidate items."""
+    calendar = Calendar(now, today, settings.morning_hour)
+    # The latest morning anyone is composed for: now, or the forced date's in the westernmost zone.
+    reference = now
+    if today is not None:
+        reference = datetime.combine(today, time(settings.morning_hour), UTC) + timedelta(hours=14)
+    users = _active_users()
+    return Context(
+        settings=settings,
+        calendar=calendar,
+        users=users,
+        away=Absences(*calendar.absences_span()),
+        items=_candidate_items(reference, settings),
+        load_completions=_review_queue,
+        load_extensions=_pending_extensions,
+    )
 
 
 def compose_reminders(now: datetime, *, today: date | None = None, dry_run: bool = False) -> list[Planned]:
@@ -304,98 +405,31 @@ def compose_reminders(now: datetime, *, today: date | None = None, dry_run: bool
     returns the plan and writes nothing.
     """
     settings = Settings.from_config()
-    calendar = _Calendar(now, today, settings.morning_hour)
-    users = _active_users()
-    managers: dict[int, list[User]] = defaultdict(list)
-    for user in users.values():
-        if user.role == Role.MANAGER and user.office_id is not None:
-            managers[user.office_id].append(user)
-
+    ctx = _context(now, today, settings)
     mails: dict[tuple[NotificationKind, int], _Mail] = {}
-
-    def add(kind: NotificationKind, user: User, day: date, line: Line) -> None:
-        mail = mails.setdefault((kind, user.id), _Mail(kind, user, day))
-        mail.lines.append(line)
-
-    # The latest morning anyone is composed for: now, or the forced date's in the westernmost zone.
-    reference = now
-    if today is not None:
-        reference = datetime.combine(today, time(settings.morning_hour), UTC) + timedelta(hours=14)
-    to_escalate: dict[int, list[Line]] = defaultdict(list)
-    unresolved = 0
-    for item, escalated in _candidate_items(reference, settings):
-        zone = ZoneInfo(item.office.timezone)
-        people = responsible(item, users, managers)
-        unresolved += not people
-        for person in people:
-            found = calendar.day_of(person)
-            if found is None:
-                continue  # their morning has not come yet
-            day, moment = found
-            office_day = local_date(moment, zone)
-            left = (item.deadline - office_day).days
-            if left in settings.due_soon_days and person.notify_due_soon:
-                add(NotificationKind.DUE_SOON, person, day, Line(item, left))
-            overdue = -left
-            if overdue >= 1 and (overdue - 1) % settings.overdue_repeat_days == 0:
-                add(NotificationKind.OVERDUE, person, day, Line(item, overdue))
-            updated_on = local_date(item.updated_at, zone)
-            age = (office_day - updated_on).days
-            if age >= settings.stale_days and age % settings.stale_days == 0 and person.notify_stale:
-                add(NotificationKind.STALE, person, day, Line(item, age, updated_on))
-        if not escalated:
-            office_day = calendar.office_day(item.office)
-            if office_day is not None and (office_day - item.deadline).days > settings.escalation_days:
-                to_escalate[item.office_id].append(Line(item, (office_day - item.deadline).days))
-    if unresolved:
-        log.debug("%d items due a reminder have nobody active to receive it", unresolved)
-
-    # Escalations: every active manager of the office who may see the item, keyed on their own date.
-    for office_id, lines in to_escalate.items():
-        for manager in managers.get(office_id, []):
-            visible = [line for line in lines if can(manager, Perm.VIEW_ACTION, line.item)]
-            for line in visible:
-                add(NotificationKind.ESCALATION, manager, calendar.date_of(manager), line)
-
-    reviewers = [
-        (user, found)
-        for user in users.values()
-        if user.role == Role.REVIEWER and user.notify_review_queue and (found := calendar.day_of(user))
-    ]
-    if reviewers:
-        queue = _review_queue()
-        for reviewer, (day, _moment) in reviewers:
-            for item, reported_at in queue:
-                if can(reviewer, Perm.VERIFY_ACTION, item):
-                    reported_on = local_date(reported_at or item.updated_at, reviewer.zone)
-                    add(
-                        NotificationKind.REVIEW_QUEUE,
-                        reviewer,
-                        day,
-                        Line(item, (day - reported_on).days, reported_on),
-                    )
+    for rule in RULES:
+        for tell in rule.find(ctx):
+            mail = mails.setdefault(
+                (tell.kind, tell.recipient.id), _Mail(tell.kind, tell.recipient, tell.day)
+            )
+            mail.add(tell)
 
     existing = _existing_keys(mail.key for mail in mails.values())
-    new = [mail for mail in mails.values() if mail.key not in existing]
-    planned = [_queue(mail, settings, now, dry_run) for mail in sorted(new, key=_mail_order)]
-
-    # Write the escalation rows of the items some manager is told about now (or that have nobody).
-    told = {line.item.id for mail in new if mail.kind == NotificationKind.ESCALATION for line in mail.lines}
-    escalate: list[int] = []
-    for office_id, lines in to_escalate.items():
-        if not managers.get(office_id):
-            log.warning(
-                "office %s has no active manager: %d item(s) %s without mail (ids %s)",
-                lines[0].item.office.code,
-                len(lines),
-                "would be escalated" if dry_run else "escalated",
-                ", ".join(str(line.item.id) for line in lines),
-            )
-            escalate.extend(line.item.id for line in lines)
-        else:
-            escalate.extend(line.item.id for line in lines if line.item.id in told)
-    if escalate and not dry_run:
-        _insert_escalations(escalate, now)
+    new = sorted((mail for mail in mails.values() if mail.key not in existing), key=_mail_order)
+    planned = [_queue(mail, settings, now, dry_run) for mail in new]
+    if not dry_run:
+        notices = {notice for mail in new for notice in mail.notices}
+        _insert_rows(
+            ItemNotice,
+            [{"action_item_id": i, "kind": k, "period": p, "created_at": now} for i, k, p in sorted(notices)],
+            ["action_item_id", "kind", "period"],
+        )
+        escalations = {escalation for mail in new for escalation in mail.escalations}
+        _insert_rows(
+            Escalation,
+            [{"action_item_id": i, "level": level, "created_at": now} for i, level in sorted(escalations)],
+            ["action_item_id", "level"],
+        )
     if planned:
         log.info("compose: %d reminder mails %s", len(planned), "planned (dry run)" if dry_run else "queued")
     return planned
@@ -405,9 +439,12 @@ def _mail_order(mail: _Mail) -> tuple[str, str]:
     return (mail.recipient.email, mail.kind.value)
 
 
+_ORDER = {rule.kind: rule.order for rule in RULES}
+
+
 def _queue(mail: _Mail, settings: Settings, now: datetime, dry_run: bool) -> Planned:
     """Render one mail and insert it (unless a dry run)."""
-    lines = sorted(mail.lines, key=_SORT[mail.kind])
+    lines = sorted(mail.lines.values(), key=_ORDER[mail.kind])
     email = render_email(
         mail.kind.value,
         mail.recipient,
@@ -421,20 +458,25 @@ def _queue(mail: _Mail, settings: Settings, now: datetime, dry_run: bool) -> Pla
     return Planned(mail.kind, mail.recipient, mail.key, email.subject, len(lines))
 
 
-def _insert_escalations(item_ids: list[int], now: datetime) -> None:
-    """One INSERT for all the new Escalation rows; a row that exists already is left alone."""
+def _insert_rows(model: type[db.Model], rows: list[dict], unique: list[str]) -> None:
+    """INSERT … ON CONFLICT DO NOTHING, at most _INSERT_CHUNK rows per statement."""
+    if not rows:
+        return
     dialect = db.session.get_bind().dialect.name
-    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect](Escalation)
-    rows = [{"action_item_id": item_id, "level": 1, "created_at": now} for item_id in sorted(set(item_ids))]
-    db.session.execute(insert.values(rows).on_conflict_do_nothing(index_elements=["action_item_id", "level"]))
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect](model)
+    for start in range(0, len(rows), _INSERT_CHUNK):
+        chunk = rows[start : start + _INSERT_CHUNK]
+        db.session.execute(insert.values(chunk).on_conflict_do_nothing(index_elements=unique))
 
 
 def compose_digests(quarter: Quarter | None, now: datetime, *, dry_run: bool = False) -> list[Planned]:
     """Queue each manager's quarterly digest; flushes, never commits.
 
     With ``quarter`` None (the scheduled job), a manager gets the digest of the quarter just ended
-    on the first day of a quarter once their morning has come (catching up during that day only).
-    With a ``quarter`` (the CLI), every manager gets that quarter's digest now. Keys are
+    on the first day of a quarter once their morning has come; a scheduler that missed that day
+    sends it on any later day of the quarter (saying it is late) to managers whose account existed
+    before the quarter ended. With a ``quarter`` (the CLI), every manager gets that quarter's
+    digest now. Keys are
     ``digest:user<id>:<YYYYQn>``, so either way each manager gets each quarter once. Managers with
     the digest switched off, and those with nothing in their scope, get none.
     """
@@ -446,14 +488,20 @@ def compose_digests(quarter: Quarter | None, now: datetime, *, dry_run: bool = F
         .order_by(User.email)
     ).all()
     targets: list[tuple[User, Quarter]] = []
+    late: set[int] = set()
     for manager in managers:
         if quarter is not None:
             targets.append((manager, quarter))
             continue
         day = local_date(now, manager.zone)
-        is_first_day = day.day == 1 and day.month in (1, 4, 7, 10)
-        if is_first_day and now >= morning(day, manager.zone, settings.morning_hour):
-            targets.append((manager, Quarter.containing(day).previous))
+        previous = Quarter.containing(day).previous
+        if now < morning(day, manager.zone, settings.morning_hour):
+            continue
+        if day == previous.next.first_day:
+            targets.append((manager, previous))
+        elif manager.created_at < previous.ends_at:  # late: only for who was there when it was due
+            targets.append((manager, previous))
+            late.add(manager.id)
     keys = {manager.id: f"digest:user{manager.id}:{q}" for manager, q in targets}
     existing = _existing_keys(keys.values())
     targets = [(manager, q) for manager, q in targets if keys[manager.id] not in existing]
@@ -472,7 +520,13 @@ def compose_digests(quarter: Quarter | None, now: datetime, *, dry_run: bool = F
         # A programme-wide manager's digest covers all offices; an office manager's, their office.
         office_code = manager.office.code if office_scope(manager) is not None and manager.office else None
         email = render_email(
-            "digest", manager, digest=digest, quarter=q, office_code=office_code, limit=LIST_LIMIT
+            "digest",
+            manager,
+            digest=digest,
+            quarter=q,
+            office_code=office_code,
+            limit=LIST_LIMIT,
+            late=manager.id in late,
         )
         if not dry_run:
             enqueue(NotificationKind.DIGEST, manager, keys[manager.id], email, now)
@@ -485,7 +539,7 @@ def compose_digests(quarter: Quarter | None, now: datetime, *, dry_run: bool = F
 
 
 def compose_due_digests(now: datetime, *, dry_run: bool = False) -> list[Planned]:
-    """The scheduled digest job: each manager's digest on a quarter's first day, in their morning."""
+    """The scheduled digest job: each manager's digest on a quarter's first day (or, late, a later one)."""
     return compose_digests(None, now, dry_run=dry_run)
 
 

@@ -13,13 +13,15 @@ from flask_login import current_user, login_required
 from sqlalchemy.orm.exc import StaleDataError
 from wtforms import SelectChoice
 
+from tracker.actions import reassign as reassigning
 from tracker.actions.services import ConflictError, changes_since
 from tracker.extensions import db
 from tracker.labels import role_label
 from tracker.models import ActionItem, Office, Recommendation, User
+from tracker.notifications.compose import offices_without_manager
 from tracker.offices import services
 from tracker.offices.forms import ActionForm, ReassignForm
-from tracker.permissions import Perm, office_scope, require
+from tracker.permissions import Perm, can, office_scope, require
 
 bp = Blueprint("offices", __name__)
 
@@ -32,7 +34,11 @@ def index() -> ResponseReturnValue:
     if scope is not None and len(scope) == 1:  # a focal point or an office's manager
         office = db.session.get(Office, next(iter(scope))) or abort(404)
         return redirect(url_for(".detail", code=office.code))
-    return render_template("offices/index.html", rows=services.office_counts(current_user, _now()))
+    # Admins see which offices have no active manager (their escalations skip a level).
+    unmanaged = {o.id for o in offices_without_manager()} if can(current_user, Perm.MANAGE_OFFICES) else set()
+    return render_template(
+        "offices/index.html", rows=services.office_counts(current_user, _now()), unmanaged=unmanaged
+    )
 
 
 @bp.route("/offices/<code>")
@@ -143,18 +149,28 @@ def reassign(code: str) -> ResponseReturnValue:
     form = ReassignForm()
     choose = SelectChoice("", _("Choose a person"))
     form.leaving_id.choices = [choose] + [
-        SelectChoice(u.id, _person_label(u, office)) for u in services.leaving_candidates(office)
+        SelectChoice(u.id, _person_label(u, office)) for u in reassigning.leaving_candidates(office)
     ]
     form.successor_id.choices = [choose] + [
         SelectChoice(u.id, _person_label(u, office)) for u in services.assignable_people(office)
     ]
-    plan, status = None, 200
+    plan, status, deputy_errors = None, 200, {}
+    # The new deputies chosen in the preview, by item id (kept when the page comes back).
+    answers = {
+        int(key.removeprefix("deputy-")): value
+        for key, value in request.form.items()
+        if key.startswith("deputy-") and key.removeprefix("deputy-").isdigit() and len(key) < 20
+    }
     if form.validate_on_submit():
         plan = _plan_or_refuse(form, office)
         if plan is not None and form.confirm.data:
             try:
-                done = services.apply_reassignment(current_user, plan, _now(), form.fingerprint.data or "")
+                done = reassigning.apply_reassignment(
+                    current_user, plan, _now(), form.fingerprint.data or "", answers
+                )
                 db.session.commit()
+            except reassigning.DeputyChoiceError as exc:
+                refusal, deputy_errors = exc.message, exc.errors
             except services.PlanError as exc:
                 refusal = exc.message
             except StaleDataError:  # an item changed between our read and our write
@@ -164,7 +180,8 @@ def reassign(code: str) -> ResponseReturnValue:
                 return redirect(url_for(".detail", code=office.code))
             db.session.rollback()  # all or nothing
             form.form_errors.append(refusal)
-            plan, status = _plan_or_refuse(form, office), 409  # the list as it stands now
+            # The list as it stands now: 422 when only answers are missing, else 409 (it changed).
+            plan, status = _plan_or_refuse(form, office), 422 if deputy_errors else 409
         if plan is None:
             status = 422
             flash(_("Nothing was reassigned: see the messages in the form."), "error")
@@ -172,6 +189,8 @@ def reassign(code: str) -> ResponseReturnValue:
             form.fingerprint.data = plan.fingerprint
             if status == 409:
                 flash(_("Nothing was reassigned: see the message above the list."), "error")
+            elif status == 422:
+                flash(_("Nothing was reassigned: see the messages in the form."), "error")
             elif plan.changes:
                 flash(_("Nothing is changed yet: check the list, then confirm."), "info")
             else:
@@ -179,13 +198,21 @@ def reassign(code: str) -> ResponseReturnValue:
     elif request.method == "POST":
         status = 422
         flash(_("Nothing was reassigned: see the messages in the form."), "error")
-    return render_template("offices/reassign.html", form=form, office=office, plan=plan), status
+    return render_template(
+        "offices/reassign.html",
+        form=form,
+        office=office,
+        plan=plan,
+        answers=answers,
+        deputy_errors=deputy_errors,
+        no_deputy=reassigning.NO_DEPUTY,
+    ), status
 
 
-def _plan_or_refuse(form: ReassignForm, office: Office) -> services.Reassignment | None:
+def _plan_or_refuse(form: ReassignForm, office: Office) -> reassigning.Reassignment | None:
     """The reassignment the form asks for, as the database stands now; None (and errors) if refused."""
     try:
-        return services.plan_reassignment(
+        return reassigning.plan_reassignment(
             current_user, office, form.leaving_id.data, form.successor_id.data, bool(form.include_closed.data)
         )
     except services.PlanError as exc:

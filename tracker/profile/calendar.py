@@ -19,12 +19,11 @@ from flask_babel import gettext as _
 from icalendar import Calendar, Event, vDuration
 from sqlalchemy.orm import joinedload
 
-from tracker.actions import workflow
-from tracker.actions.services import visible_actions
+from tracker.actions.queries import assigned_filters, filtered_actions
 from tracker.api.auth import hash_secret
 from tracker.extensions import db
 from tracker.labels import status_label
-from tracker.models import ActionItem, Role, User
+from tracker.models import ActionItem, User
 from tracker.notifications.render import absolute_url, recipient_locale
 
 #: No secret we issue is longer; longer input is refused without a query.
@@ -58,16 +57,9 @@ def user_for_secret(secret: str) -> User | None:
     )
 
 
-def feed_items(user: User) -> list[ActionItem]:
+def feed_items(user: User, now: datetime) -> list[ActionItem]:
     """Open items the user owns or deputises (a manager: every open item of their scope), by deadline."""
-    query = (
-        visible_actions(user)
-        .where(ActionItem.status.in_(sorted(s.value for s in workflow.OPEN)))
-        .order_by(ActionItem.deadline, ActionItem.id)
-    )
-    if user.role != Role.MANAGER:
-        query = query.where(sa.or_(ActionItem.owner_id == user.id, ActionItem.deputy_id == user.id))
-    return list(db.session.scalars(query))
+    return list(db.session.scalars(filtered_actions(user, now, assigned_filters(user))))
 
 
 def feed_url(secret: str) -> str:

@@ -1,11 +1,12 @@
-"""Forms of the profile page: naming a new API token, and confirming a change."""
+"""Forms of the profile page: naming a new API token, recording an absence, and confirming a change."""
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import StringField, SubmitField
-from wtforms.validators import DataRequired, Length
+from wtforms import DateField, StringField, SubmitField
+from wtforms.validators import DataRequired, InputRequired, Length, Optional
 
 from tracker.api.auth import NAME_MAX
+from tracker.profile.absences import NOTE_MAX
 
 
 class TokenForm(FlaskForm):
@@ -21,6 +22,23 @@ class TokenForm(FlaskForm):
         description=_l("What will use it, e.g. “reporting script”."),
     )
     submit = SubmitField(_l("Create token"))
+
+
+class AbsenceForm(FlaskForm):
+    """An absence: first and last day away (inclusive), and an optional note."""
+
+    starts_on = DateField(
+        _l("First day away"), validators=[InputRequired(message=_l("Give the first day of the absence."))]
+    )
+    ends_on = DateField(
+        _l("Last day away"), validators=[InputRequired(message=_l("Give the last day of the absence."))]
+    )
+    note = StringField(
+        _l("Note (optional)"),
+        filters=[lambda v: v.strip() if isinstance(v, str) else v],
+        validators=[Optional(), Length(max=NOTE_MAX)],
+    )
+    submit = SubmitField(_l("Record absence"))
 
 
 class ConfirmForm(FlaskForm):

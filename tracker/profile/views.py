@@ -1,4 +1,4 @@
-"""The profile page (API tokens, the calendar link) and the calendar feed itself."""
+"""The profile page (absences, API tokens, the calendar link) and the calendar feed itself."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from werkzeug.wrappers import Response
 from tracker.api import auth as tokens
 from tracker.extensions import db
 from tracker.notifications.render import absolute_url
-from tracker.profile import calendar
-from tracker.profile.forms import ConfirmForm, TokenForm
+from tracker.permissions import may_record_absence
+from tracker.profile import absences, calendar
+from tracker.profile.forms import AbsenceForm, ConfirmForm, TokenForm
 
 bp = Blueprint("profile", __name__)
 
@@ -25,18 +26,64 @@ FEED_CACHE_CONTROL = "private, max-age=900"
 @bp.route("/profile")
 @login_required
 def index() -> str:
-    """The user's API tokens and calendar link."""
+    """The user's absences, API tokens and calendar link."""
     return _page(TokenForm())
 
 
-def _page(form: TokenForm, status: int = 200) -> ResponseReturnValue:
+def _page(form: TokenForm, status: int = 200, absence_form: AbsenceForm | None = None) -> ResponseReturnValue:
+    today = absences.today_of(current_user, _now())
     return render_template(
         "profile/index.html",
         form=form,
+        absence_form=absence_form or AbsenceForm(formdata=None),
+        absences=absences.absences_of(current_user, today),
+        today=today,
         tokens=tokens.user_tokens(current_user),
         has_calendar=current_user.calendar_token_hash is not None,
         api_document=absolute_url("api.openapi_document"),
     ), status
+
+
+@bp.route("/profile/absences", methods=["POST"])
+@login_required
+def add_absence() -> ResponseReturnValue:
+    """Record one of one's own absences (first and last day away, a note)."""
+    form = AbsenceForm()
+    if form.validate_on_submit():
+        try:
+            absence = absences.add_absence(
+                current_user, current_user, form.starts_on.data, form.ends_on.data, form.note.data, _now()
+            )
+            db.session.commit()
+        except absences.AbsenceError as exc:
+            absences.show_refusal(form, exc)
+        else:
+            flash(absences.recorded_text(absence), "success")
+            return redirect(url_for(".index", _anchor="absences-heading"))
+    flash(_("Nothing was saved: see the messages in the form."), "error")
+    return _page(TokenForm(formdata=None), 422, absence_form=form)
+
+
+@bp.route("/profile/absences/<int:absence_id>/delete", methods=["GET", "POST"])
+@login_required
+def delete_absence(absence_id: int) -> ResponseReturnValue:
+    """Remove one of one's own absences, after a confirmation page (admins: anyone's)."""
+    absence = absences.get_absence(absence_id) or abort(404)
+    if not may_record_absence(current_user, absence.user):
+        abort(403)
+    form = ConfirmForm()
+    if form.validate_on_submit():
+        absences.delete_absence(current_user, absence, _now())
+        db.session.commit()
+        flash(_("The absence is removed."), "success")
+        return redirect(url_for(".index", _anchor="absences-heading"))
+    return render_template(
+        "profile/confirm.html",
+        form=form,
+        title=_("Remove this absence?"),
+        text=[absences.span_text(absence)],
+        button=_("Remove absence"),
+    )
 
 
 @bp.route("/profile/tokens", methods=["POST"])
@@ -140,7 +187,7 @@ def calendar_feed(token: str) -> Response:
     if user is None:
         abort(404)
     now = _now()
-    body = calendar.build_feed(user, calendar.feed_items(user), now)
+    body = calendar.build_feed(user, calendar.feed_items(user, now), now)
     response = Response(body, mimetype="text/calendar")
     response.headers["Cache-Control"] = FEED_CACHE_CONTROL
     response.headers["Content-Disposition"] = 'inline; filename="tracker.ics"'

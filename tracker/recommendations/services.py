@@ -23,6 +23,7 @@ from tracker.models import (
     User,
 )
 from tracker.permissions import Perm, can, office_scope_clause, require
+from tracker.recommendations import history
 
 #: ?sort= values → ORDER BY; the first is the default.
 SORTS = {
@@ -145,7 +146,7 @@ def detail(user: User, recommendation: Recommendation) -> tuple[list[Office], di
             sa.select(OfficeResponse)
             .where(
                 OfficeResponse.recommendation_id == recommendation.id,
-                office_scope_clause(user, OfficeResponse.office_id),
+                history.response_scope_clause(user, OfficeResponse.office_id),
             )
             .options(joinedload(OfficeResponse.responded_by))
         )
@@ -177,7 +178,7 @@ def save_recommendation(
     target_date: date | None,
     now: datetime,
 ) -> Recommendation:
-    """Create (``recommendation`` None) or edit a recommendation; reviewers and admins only."""
+    """Create (``recommendation`` None) or edit a recommendation, with its history; reviewers, admins."""
     require(actor, Perm.EDIT_RECOMMENDATION)
     code = code.strip()
     clash = db.session.scalar(sa.select(Recommendation.id).where(Recommendation.code == code))
@@ -185,31 +186,39 @@ def save_recommendation(
         raise RecommendationError(
             _("Another recommendation already has the code %(code)s.", code=code), "code"
         )
-    if db.session.get(Source, source_id) is None:
+    source = db.session.get(Source, source_id)
+    if source is None:
         raise RecommendationError(_("Choose a source."), "source_id")
     Priority(priority)
+    # A new recommendation records every initial value (old: none) except "not archived".
+    before: dict = {"archived": False}
     if recommendation is None:
         recommendation = Recommendation(created_at=now)
         db.session.add(recommendation)
+    else:
+        before = history.recommendation_values(recommendation)
     recommendation.code, recommendation.title, recommendation.text = code, title.strip(), text.strip()
     recommendation.theme, recommendation.priority = theme.strip(), priority
-    recommendation.source_id, recommendation.target_date = source_id, target_date
+    recommendation.source, recommendation.target_date = source, target_date
     recommendation.updated_at = now
     db.session.flush()
+    history.record_changes(actor, recommendation, now, before, history.recommendation_values(recommendation))
     return recommendation
 
 
 def set_archived(actor: User, recommendation: Recommendation, archived: bool, now: datetime) -> None:
-    """Archive (hide from lists and the dashboard) or restore a recommendation."""
+    """Archive (hide from lists and the dashboard) or restore a recommendation, with its history."""
     require(actor, Perm.EDIT_RECOMMENDATION)
+    was_archived = recommendation.archived_at is not None
     recommendation.archived_at = now if archived else None
     db.session.flush()
+    history.record_changes(actor, recommendation, now, {"archived": was_archived}, {"archived": archived})
 
 
 def respond(
     actor: User, recommendation: Recommendation, office: Office, response: str, comment: str, now: datetime
 ) -> OfficeResponse:
-    """Record an office's response to a recommendation (one per pair; later ones replace it)."""
+    """Record an office's response (one per pair; later ones replace it), with its history."""
     require(actor, Perm.RESPOND, office)
     ResponseKind(response)
     found = db.session.scalar(
@@ -217,12 +226,14 @@ def respond(
             OfficeResponse.recommendation_id == recommendation.id, OfficeResponse.office_id == office.id
         )
     )
+    before = history.response_values(found)
     if found is None:
         found = OfficeResponse(recommendation=recommendation, office=office)
         db.session.add(found)
     found.response, found.comment = response, comment.strip() or None
     found.responded_by, found.responded_at = actor, now
     db.session.flush()
+    history.record_changes(actor, recommendation, now, before, history.response_values(found), office)
     return found
 
 

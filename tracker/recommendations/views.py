@@ -13,10 +13,13 @@ from wtforms import SelectChoice
 from tracker.extensions import db
 from tracker.models import Office, Priority, Recommendation, Source, Status
 from tracker.permissions import Perm, require
-from tracker.recommendations import services
+from tracker.recommendations import history, services
 from tracker.recommendations.forms import ConfirmForm, RecommendationForm, ResponseForm, SourceForm
 
 bp = Blueprint("recommendations", __name__)
+
+#: How many changes the recommendation page shows (newest first); the API gives them all.
+HISTORY_SHOWN = 50
 
 
 @bp.route("/recommendations")
@@ -76,6 +79,7 @@ def detail(recommendation_id: int) -> ResponseReturnValue:
     elif len(respondable) == 1 and respondable[0].id in responses:
         mine = responses[respondable[0].id]
         form.response.data, form.comment.data = mine.response, mine.comment
+    changes = history.history(current_user, recommendation, limit=HISTORY_SHOWN)
     return render_template(
         "recommendations/detail.html",
         recommendation=recommendation,
@@ -86,6 +90,12 @@ def detail(recommendation_id: int) -> ResponseReturnValue:
         respondable=respondable,
         confirm=ConfirmForm(),
         now=_now(),
+        changes=changes,
+        changes_total=history.history_count(current_user, recommendation)
+        if len(changes) == HISTORY_SHOWN
+        else len(changes),
+        change_label=history.field_label,
+        change_value=history.value_label,
     ), (422 if request.method == "POST" else 200)
 
 

@@ -26,14 +26,17 @@ from flask_login import current_user, login_required
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
+from tracker.actions import queries
 from tracker.actions.services import overdue_clause
+from tracker.dashboard import reports
 from tracker.dashboard import services as dashboard
 from tracker.dashboard.views import parse_filters
 from tracker.extensions import db
 from tracker.offices.services import get_office
 from tracker.permissions import Perm, office_scope, require
-from tracker.transfer import services
+from tracker.transfer import apply, columns, export, read, uploads
 from tracker.transfer.forms import ConfirmForm, UploadForm
+from tracker.transfer.plan import ImportPlan, plan_import
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +70,15 @@ def upload() -> ResponseReturnValue:
     if request.method == "POST":
         if form.validate_on_submit():
             upload = form.file.data
-            name = services.clean_filename(upload.filename)
+            name = read.clean_filename(upload.filename)
             data = upload.stream.read(max_bytes + 1)  # never more than the limit, whatever was sent
             try:
-                services.read_table(data, name, max_bytes=max_bytes, max_rows=max_rows)
-            except services.ImportFileError as exc:
+                read.read_table(data, name, max_bytes=max_bytes, max_rows=max_rows)
+            except read.ImportFileError as exc:
                 form.file.errors = [*form.file.errors, exc.message]
                 status = exc.status
             else:
-                token = services.store_upload(data, name, current_user.id, _now())
+                token = uploads.store_upload(data, name, current_user.id, _now())
                 return redirect(url_for(".preview", token=token), 303)
         else:
             status = 422
@@ -83,8 +86,8 @@ def upload() -> ResponseReturnValue:
         render_template(
             "transfer/upload.html",
             form=form,
-            columns=services.COLUMN_HELP,
-            extras=services.EXPORT_EXTRAS,
+            columns=columns.COLUMN_HELP,
+            extras=columns.EXPORT_EXTRAS,
             max_size=f"{max_bytes / 2**20:g} MB",
             max_rows=max_rows,
         ),
@@ -98,7 +101,7 @@ def preview(token: str) -> ResponseReturnValue:
     """What a stored file would create, update or leave alone, and every problem; POST imports it."""
     require(current_user, Perm.IMPORT_DATA)
     now = _now()
-    stored = services.load_upload(token, current_user.id, now)
+    stored = uploads.load_upload(token, current_user.id, now)
     if stored is None:
         abort(404)
     plan = _plan(stored)
@@ -112,12 +115,12 @@ def preview(token: str) -> ResponseReturnValue:
             )
             status = 422
         elif not plan.changes_anything:
-            services.discard_upload(token)
+            uploads.discard_upload(token)
             flash(_("Nothing to import: the file matches what tracker holds."), "info")
             return redirect(url_for(".upload"), 303)
         else:
             try:
-                counts = services.apply_import(
+                counts = apply.apply_import(
                     plan, current_user, now, _("Imported from %(name)s", name=stored.filename)
                 )
                 db.session.commit()
@@ -133,7 +136,7 @@ def preview(token: str) -> ResponseReturnValue:
                 )
                 status = 409
             else:
-                services.discard_upload(token)
+                uploads.discard_upload(token)
                 flash(_summary(counts), "success")
                 return redirect(url_for(".upload"), 303)
     return (
@@ -154,23 +157,23 @@ def preview(token: str) -> ResponseReturnValue:
 def cancel(token: str) -> ResponseReturnValue:
     """Forget a previewed file without importing it."""
     require(current_user, Perm.IMPORT_DATA)
-    if services.load_upload(token, current_user.id, _now()) is None:
+    if uploads.load_upload(token, current_user.id, _now()) is None:
         abort(404)
-    services.discard_upload(token)
+    uploads.discard_upload(token)
     flash(_("The file was not imported, and it is forgotten."), "info")
     return redirect(url_for(".upload"), 303)
 
 
-def _plan(stored: services.StoredUpload) -> services.ImportPlan | None:
+def _plan(stored: uploads.StoredUpload) -> ImportPlan | None:
     """Read and plan a stored file again; None (with a message) if it can no longer be read."""
     max_bytes, max_rows = _limits()
     try:
-        table = services.read_table(stored.data, stored.filename, max_bytes=max_bytes, max_rows=max_rows)
-    except services.ImportFileError as exc:
-        services.discard_upload(stored.token)
+        table = read.read_table(stored.data, stored.filename, max_bytes=max_bytes, max_rows=max_rows)
+    except read.ImportFileError as exc:
+        uploads.discard_upload(stored.token)
         flash(exc.message, "error")
         return None
-    return services.plan_import(table)
+    return plan_import(table)
 
 
 def _summary(counts: dict[str, int]) -> str:
@@ -191,7 +194,7 @@ def _summary(counts: dict[str, int]) -> str:
 def template_csv() -> Response:
     """The import template as CSV: the column names and one example row."""
     require(current_user, Perm.IMPORT_DATA)
-    body = "".join(services.csv_stream(services.COLUMNS, [services.template_row(_now().date())]))
+    body = "".join(export.csv_stream(columns.COLUMNS, [export.template_row(_now().date())]))
     return _attachment(Response(body, mimetype="text/csv"), "tracker-import-template.csv")
 
 
@@ -200,16 +203,16 @@ def template_csv() -> Response:
 def template_xlsx() -> Response:
     """The import template as XLSX: the columns with one example row, and a sheet explaining them."""
     require(current_user, Perm.IMPORT_DATA)
-    out, size = services.write_workbook(
+    out, size = export.write_workbook(
         [
-            services.Sheet(
+            export.Sheet(
                 _("Import"),
-                list(services.COLUMNS),
-                [services.template_row(_now().date())],
-                services.EXPORT_WIDTHS[: len(services.COLUMNS)],
+                list(columns.COLUMNS),
+                [export.template_row(_now().date())],
+                export.EXPORT_WIDTHS[: len(columns.COLUMNS)],
             ),
-            services.Sheet(
-                _("Columns"), [_("Column"), _("What it holds")], services.template_help_rows(), [24, 100]
+            export.Sheet(
+                _("Columns"), [_("Column"), _("What it holds")], export.template_help_rows(), [24, 100]
             ),
         ]
     )
@@ -219,10 +222,10 @@ def template_xlsx() -> Response:
 # --- exports ---------------------------------------------------------------------------------
 
 
-def _action_filters() -> services.ActionFilters | Response:
+def _action_filters() -> queries.ActionFilters | Response:
     try:
-        return services.action_filters(request.args)
-    except services.FilterError as exc:
+        return queries.action_filters(request.args)
+    except queries.FilterError as exc:
         return Response(
             render_template("transfer/message.html", title=_("Bad request"), message=str(exc)), status=400
         )
@@ -236,9 +239,9 @@ def export_actions_csv() -> Response:
     filters = _action_filters()
     if isinstance(filters, Response):
         return filters
-    rows = services.export_rows(services.filtered_actions(current_user, now, filters), now)
+    rows = export.export_rows(queries.filtered_actions(current_user, now, filters), now)
     response = Response(
-        stream_with_context(services.csv_stream(services.column_labels(services.EXPORT_HEADER), rows)),
+        stream_with_context(export.csv_stream(columns.column_labels(export.EXPORT_HEADER), rows)),
         mimetype="text/csv",
     )
     return _attachment(response, f"actions-{now:%Y%m%d}.csv")
@@ -252,13 +255,9 @@ def export_actions_xlsx() -> Response:
     filters = _action_filters()
     if isinstance(filters, Response):
         return filters
-    rows = services.export_rows(services.filtered_actions(current_user, now, filters), now)
-    out, size = services.write_workbook(
-        [
-            services.Sheet(
-                _("Actions"), services.column_labels(services.EXPORT_HEADER), rows, services.EXPORT_WIDTHS
-            )
-        ]
+    rows = export.export_rows(queries.filtered_actions(current_user, now, filters), now)
+    out, size = export.write_workbook(
+        [export.Sheet(_("Actions"), columns.column_labels(export.EXPORT_HEADER), rows, export.EXPORT_WIDTHS)]
     )
     return _send_workbook(out, size, f"actions-{now:%Y%m%d}.xlsx")
 
@@ -274,7 +273,7 @@ def export_matrix() -> Response:
     overdue = overdue_clause(now)
     progress = dashboard.office_progress(current_user, filters, choices.offices, overdue)
     matrix = dashboard.matrix(current_user, filters, progress, overdue)
-    out, size = services.write_workbook([services.matrix_sheet(matrix)])
+    out, size = export.write_workbook([export.matrix_sheet(matrix)])
     return _send_workbook(out, size, f"matrix-{now:%Y%m%d}.xlsx")
 
 
@@ -304,7 +303,7 @@ def programme_report() -> str:
     now = _now()
     choices = dashboard.filter_choices(current_user)
     filters, dropped = parse_filters(request.args, choices)
-    report = services.build_report(current_user, now, filters, choices.offices)
+    report = reports.build_report(current_user, now, filters, choices.offices)
     return render_template(
         "transfer/report.html",
         report=report,
@@ -325,7 +324,7 @@ def office_report(code: str) -> str:
     choices = dashboard.filter_choices(current_user)
     chosen, dropped = parse_filters(request.args, choices)
     filters = dashboard.Filters(source_id=chosen.source_id, theme=chosen.theme, office_code=office.code)
-    report = services.build_report(current_user, now, filters, [office], office)
+    report = reports.build_report(current_user, now, filters, [office], office)
     return render_template(
         "transfer/report.html",
         report=report,
