@@ -322,20 +322,27 @@ def test_my_work_covering_runs_a_bounded_number_of_statements(app, world, login_
 
 
 def test_the_history_says_for_whom_a_deputy_acted(app, world, login_as):
+    """A focal point updates an absent owner's action through the page: recorded as done for them."""
     _person(app, world, "other_sg")
     item_id = world.items["SG"]
+    _absence(app, world, "focal_sg", date(2026, 11, 20), date(2026, 12, 4))
+    other = login_as(world.users["other_sg"])
+    page = other.get(f"/actions/{item_id}").text
+    version = re.search(r'name="version" type="hidden" value="(\d+)"', page).group(1)
+    data = {"csrf_token": csrf_token(page), "version": version, "status": "in_progress", "note": "Covered"}
+    assert other.post(f"/actions/{item_id}", data=data).status_code == 302
     with app.app_context():
-        db.session.add(
-            ActionUpdate(
-                action_item_id=item_id,
-                author_id=world.user_ids["other_sg"],
-                on_behalf_of_id=world.user_ids["focal_sg"],
-                created_at=NOW,
-                note="Covered this week",
-            )
+        last = db.session.scalars(sa.select(ActionUpdate).order_by(ActionUpdate.id.desc())).first()
+        assert (last.author_id, last.on_behalf_of_id) == (
+            world.user_ids["other_sg"],
+            world.user_ids["focal_sg"],
         )
-        db.session.commit()
     page = login_as(world.users["focal_sg"]).get(f"/actions/{item_id}")
-    assert page.status_code == 200
     assert "Other Sg for Focal Sg" in page.text
-    assert "Reviewer for" not in page.text  # rows without a stand-in name the author only
+    # A reviewer acts in their own right, even while the owner is away.
+    reviewer = login_as(world.users["reviewer"])
+    page = reviewer.get(f"/actions/{item_id}").text
+    version = re.search(r'name="version" type="hidden" value="(\d+)"', page).group(1)
+    data = {"csrf_token": csrf_token(page), "version": version, "status": "", "note": "Checked"}
+    assert reviewer.post(f"/actions/{item_id}", data=data).status_code == 302
+    assert "Reviewer for" not in reviewer.get(f"/actions/{item_id}").text

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 import time_machine
 
-from tracker.actions.services import overdue_clause
+from tracker.actions.queries import overdue_clause
 from tracker.extensions import db
 from tracker.models import ActionItem, ActionUpdate, Office, Recommendation, User
 
@@ -162,7 +162,7 @@ def test_pages_run_a_bounded_number_of_statements(app, world, login_as, count_qu
 
 def test_due_soon_clause_uses_the_office_day(app, world):
     """Deadline 2026-11-24: due soon from 14 days before it, through the deadline day itself."""
-    from tracker.actions.services import due_soon_clause
+    from tracker.actions.queries import due_soon_clause
 
     def due_soon(now: datetime) -> set[str]:
         query = sa.select(Office.code).select_from(ActionItem).join(ActionItem.office)

@@ -45,6 +45,21 @@ def test_seed_demo_loads_the_programme_once(app, runner):
             "manager.sg@demo.test",
         } <= emails
         assert {f"focal.{c.lower()}@demo.test" for c in CODES} <= emails
+        # Offices with and without a manager of their own; extension requests waiting and approved.
+        from tracker.models import ExtensionRequest
+
+        managed = set(
+            db.session.scalars(
+                sa.select(Office.code).join(User, User.office_id == Office.id).where(User.role == "manager")
+            )
+        )
+        assert managed == {"SG", "MY", "TH"}
+        states = sorted(db.session.scalars(sa.select(ExtensionRequest.state)))
+        assert states == ["approved", "approved", "pending", "pending", "pending"]
+        slipped = db.session.scalars(
+            sa.select(ActionItem).where(ActionItem.deadline > ActionItem.agreed_deadline)
+        ).all()
+        assert len(slipped) == 2
         # Every office has overdue, due-soon and completed work, whenever the demo is loaded.
         from datetime import UTC, datetime, timedelta
 

@@ -32,8 +32,10 @@ LABELS = [
     "Owner email",
     "Deputy email",
     "Deadline",
+    "Agreed deadline",
     "Status",
     "Progress",
+    "Note on the change",
     "Office name",
     "Owner name",
     "Overdue",
@@ -98,6 +100,7 @@ def data(app, world):
                     title="Draft the bill",
                     owner=manager_sg,
                     deadline=PAST,
+                    agreed_deadline=date(1999, 6, 30),  # extended once since the plan was agreed
                     status="in_progress",
                     progress=60,
                 ),
@@ -153,6 +156,10 @@ def test_csv_export_has_the_import_columns_and_the_list_order(app, data, login_a
         "in_progress",
         "60",
     )
+    # Both deadlines, side by side: the current one and the one agreed in the plan.
+    assert (draft["agreed_deadline"], draft["note"]) == ("1999-06-30", "")
+    # The fixture moved the world's deadlines (an UPDATE): their agreed deadline stayed.
+    assert (rows[1]["deadline"], rows[1]["agreed_deadline"]) == ("2999-12-31", "2026-11-24")
     assert draft["overdue"] == "yes" and draft["owner_name"] == "Manager Sg" and draft["office_name"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", draft["updated_at"])
     assert rows[1]["action_id"] == str(data.items["SG"]) and rows[1]["overdue"] == "no"
@@ -393,3 +400,10 @@ def test_times_in_the_export_are_utc(app, world, login_as):
         db.session.commit()
     rows = _csv_rows(login_as(world.users["reviewer"]), "/export/actions.csv", office="SG")
     assert rows[0]["updated_at"] == "2026-05-01T23:30:00+00:00"
+
+
+def test_the_xlsx_export_carries_both_deadlines_as_dates(app, data, login_as):
+    rows = _xlsx_dicts(login_as(data.users["reviewer"]), "/export/actions.xlsx")
+    draft = next(r for r in rows if r["action_title"] == "Draft the bill")
+    assert (draft["deadline"].date(), draft["agreed_deadline"].date()) == (PAST, date(1999, 6, 30))
+    assert draft["note"] is None

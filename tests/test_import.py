@@ -25,6 +25,7 @@ from tracker.models import (
     ActionUpdate,
     Notification,
     Recommendation,
+    RecommendationChange,
     Source,
     User,
 )
@@ -135,6 +136,7 @@ def _snapshot(app) -> tuple:
                 ActionItem.owner_id,
                 ActionItem.deputy_id,
                 ActionItem.deadline,
+                ActionItem.agreed_deadline,
                 ActionItem.status,
                 ActionItem.progress,
                 ActionItem.version,
@@ -250,21 +252,37 @@ def test_preview_then_confirm_creates_updates_and_leaves_alone(app, world, login
         assert (r2.title, r2.priority, r2.theme, r2.source.title) == ("Open data", "high", "Data", "Dialogue")
         assert db.session.get(Recommendation, world.recommendation_id).title == "Go digital, now"
         new = db.session.scalar(sa.select(ActionItem).where(ActionItem.recommendation_id == r2.id))
+        # Created by create_action (not started), then moved by record_update: two history rows.
         assert (new.office.code, new.owner.email, new.status, new.progress, new.version) == (
             "SG",
             world.users["focal_sg"],
             "in_progress",
             30,
-            1,
+            2,
         )
-        assert new.deadline == date(2027, 3, 31) and new.description == "CSV and JSON"
-        [created] = new.updates
-        assert (created.author_id, created.item_version, created.new_status) == (
+        assert new.deadline == new.agreed_deadline == date(2027, 3, 31) and new.description == "CSV and JSON"
+        moved, created = new.updates
+        assert (created.author_id, created.item_version, created.event, created.new_status) == (
             reviewer.id,
             1,
-            "in_progress",
+            "created",
+            "not_started",
         )
-        assert created.note == "Imported from plan.csv. Action added to the plan."
+        assert created.note == "Action added to the plan. Owner: Focal Sg."
+        assert (
+            moved.author_id,
+            moved.item_version,
+            moved.old_status,
+            moved.new_status,
+            moved.new_progress,
+        ) == (
+            reviewer.id,
+            2,
+            "not_started",
+            "in_progress",
+            30,
+        )
+        assert moved.note == "Imported from plan.csv"
 
         sg = db.session.get(ActionItem, world.items["SG"])
         assert (sg.status, sg.progress, sg.version) == ("blocked", 10, 2)
@@ -280,7 +298,8 @@ def test_preview_then_confirm_creates_updates_and_leaves_alone(app, world, login
             2,
             "Imported from plan.csv",
         )
-        assert latest.old_deadline is None and latest.new_deadline is None  # the deadline did not move
+        assert latest.old_deadline == latest.new_deadline == date(2026, 11, 24)  # the deadline did not move
+        assert latest.event is None  # a plain update, as record_update writes it
 
         my = db.session.get(ActionItem, world.items["MY"])
         assert my.version == 1 and len(my.updates) == 1
@@ -342,7 +361,10 @@ def test_every_kind_of_problem_is_listed_by_row_and_column_and_nothing_is_writte
         ("13", "owner_email"): "is not an active focal point or manager of SG",
         ("14", "priority"): "Unknown priority urgent",
         ("15", "owner_email"): "is not an active focal point or manager of SG",
+        # New actions without an owner: create_action refuses them, as the page does.
+        ("16", "owner_email"): "Choose the owner",
         ("17", "recommendation_title"): "Differs from row 16",
+        ("18", "owner_email"): "Choose the owner",
         ("19", "action_title"): "Duplicate: the same action is already in row 18",
         ("20", "recommendation_code"): "letters, digits",
         ("21", "recommendation_code"): "Give the recommendation",
@@ -363,28 +385,63 @@ def test_every_kind_of_problem_is_listed_by_row_and_column_and_nothing_is_writte
 
 
 def test_confirm_writes_all_rows_or_none(app, world, login_as, monkeypatch):
-    """A duplicate code discovered at flush (someone created it meanwhile) rolls every row back."""
+    """A row refused at confirmation (the planner did not see R-1, the service does) or a failure
+    at flush (someone created a code meanwhile) rolls every row back."""
     content = _csv([_rec("R-NEW"), _rec("R-1", recommendation_title="Go digital")])
     c = login_as(world.users["reviewer"])
     url, page = _preview(c, content)
     assert _counts(page)[("recommendations", "create")] == 1
     before = _snapshot(app)
     original = plan._load_recommendations
-    # The planner no longer sees R-1: it plans to create it, and the database refuses the second R-1.
+    # The planner no longer sees R-1: it plans to create it, and save_recommendation refuses the code.
     monkeypatch.setattr(
         plan, "_load_recommendations", lambda codes: original([c for c in codes if c != "R-1"])
     )
-    failed = _confirm(c, url)
-    assert failed.status_code == 409 and "Nothing was imported" in failed.text
+    refused = _confirm(c, url)
+    assert refused.status_code == 422 and "Nothing was imported" in refused.text
+    assert ("3", "recommendation_code") in {(r, col) for r, col, _ in _problems(refused.text)}
+    assert "Another recommendation already has the code R-1" in refused.text
     assert _snapshot(app) == before
     with app.app_context():
         assert db.session.scalar(sa.select(Recommendation).where(Recommendation.code == "R-NEW")) is None
+    monkeypatch.undo()
+
+    # A failure at flush time, after R-NEW was written: the whole import is rolled back (409).
+    from tracker.recommendations import services as recommendation_services
+
+    save = recommendation_services.save_recommendation
+
+    def clashing(actor, recommendation, **values):
+        if values["code"] == "R-1":
+            db.session.add(
+                Recommendation(source_id=world.source_id, code="R-NEW", title="t", text="t", theme="t")
+            )
+            db.session.flush()
+        return save(actor, recommendation, **values)
+
+    content = _csv([_rec("R-NEW"), _rec("R-1", recommendation_title="Go digital, now")])
+    url, page = _preview(c, content)
+    monkeypatch.setattr(recommendation_services, "save_recommendation", clashing)
+    failed = _confirm(c, url)
+    assert failed.status_code == 409 and "Nothing was imported" in failed.text
+    assert _snapshot(app) == before
+    assert "the data changed meanwhile" in c.get(url).text  # the preview meets it too, and says so
+    with app.test_request_context():  # and leaves the session usable
+        from datetime import UTC, datetime
+
+        from tracker.transfer import apply, read
+
+        checked = plan.plan_import(read.read_table(content.encode(), "x.csv", max_bytes=10**6, max_rows=10))
+        apply.rehearse(checked, db.session.get(User, world.user_ids["reviewer"]), datetime.now(UTC), "x")
+        assert [(p.row, p.column) for p in checked.problems] == [(3, None)]
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Recommendation)) == 1
     monkeypatch.undo()
     # The file was kept: confirming again, with nothing in the way, imports it.
     assert _confirm(c, url).status_code == 303
     with app.app_context():
         codes = db.session.scalars(sa.select(Recommendation.code).order_by(Recommendation.code)).all()
         assert codes == ["R-1", "R-NEW"]
+        assert db.session.get(Recommendation, world.recommendation_id).title == "Go digital, now"
 
 
 def test_a_change_between_preview_and_confirm_is_planned_again(app, world, login_as):
@@ -421,7 +478,8 @@ def test_cancel_forgets_the_file(app, world, login_as):
 @pytest.fixture
 def tricky(app, world):
     """Values an export must carry back unchanged: leading = + - @ ', line breaks, Unicode, an
-    inactive owner, a closed item whose progress is not 100, an archived recommendation."""
+    inactive owner, a closed item whose progress is not 100, an archived recommendation, a current
+    deadline after the agreed one."""
     from datetime import UTC, datetime
 
     with app.app_context():
@@ -440,6 +498,7 @@ def tricky(app, world):
         users = {u.email: u for u in db.session.scalars(sa.select(User))}
         sg_item = db.session.get(ActionItem, world.items["SG"])
         sg_item.description = "-minus first\r\nthen more"
+        sg_item.deadline = date(2027, 2, 28)  # extended: the agreed deadline stays 2026-11-24
         db.session.add_all(
             [
                 ActionItem(
@@ -511,26 +570,35 @@ def test_an_edited_export_updates_the_matching_rows(app, world, login_as):
     assert _confirm(c, url).status_code == 303
     with app.app_context():
         sg = db.session.get(ActionItem, world.items["SG"])
+        # edit_action for the plan (owner, current deadline), then record_update for the status.
         assert (sg.status, sg.progress, sg.deadline, sg.owner.email, sg.version) == (
             "in_progress",
             50,
             date(2027, 1, 31),
             world.users["manager_sg"],
-            2,
+            3,
         )
-        latest = sg.updates[0]
-        assert latest.note == "Imported from actions-edited.csv; Owner: Focal Sg → Manager Sg"
-        assert (latest.old_deadline, latest.new_deadline) == (date(2026, 11, 24), date(2027, 1, 31))
-        assert (latest.old_status, latest.new_status, latest.item_version) == (
+        assert sg.agreed_deadline == date(2026, 11, 24)  # the baseline does not move
+        moved, edited = sg.updates[:2]
+        assert (edited.event, edited.item_version, edited.author.email) == (
+            "edited",
+            2,
+            world.users["reviewer"],
+        )
+        assert edited.note == "Owner: Focal Sg → Manager Sg. Imported from actions-edited.csv"
+        assert (edited.old_deadline, edited.new_deadline) == (date(2026, 11, 24), date(2027, 1, 31))
+        assert (moved.old_status, moved.new_status, moved.new_progress, moved.item_version) == (
             "not_started",
             "in_progress",
-            2,
+            50,
+            3,
         )
+        assert moved.note == "Imported from actions-edited.csv"
         my = db.session.get(ActionItem, world.items["MY"])
         assert (my.title, my.version) == ("E-filing for MY, phase 1", 2)
         assert (
             my.updates[0].note
-            == "Imported from actions-edited.csv; Title: E-filing for MY → E-filing for MY, phase 1"
+            == "Title: E-filing for MY → E-filing for MY, phase 1. Imported from actions-edited.csv"
         )
         assert (
             db.session.scalar(sa.select(sa.func.count()).select_from(ActionItem)) == 2
@@ -589,42 +657,28 @@ def test_column_names_in_any_case_and_order_and_unknown_columns_are_ignored(app,
 
 
 def test_xlsx_import_reads_typed_cells(app, world, login_as):
+    def row(**cells) -> list:
+        return [cells.get(column) for column in COLUMNS]
+
     content = _xlsx(
         [
-            [
-                "R-1",
-                None,
-                None,
-                None,
-                None,
-                None,
-                "SG",
-                world.items["SG"],
-                None,
-                None,
-                None,
-                None,
-                date(2027, 5, 1),
-                "Verified",
-                100.0,
-            ],
-            [
-                "R-1",
-                None,
-                None,
-                None,
-                None,
-                None,
-                "MY",
-                None,
-                "New for MY",
-                None,
-                world.users["focal_my"],
-                None,
-                date(2027, 6, 1),
-                None,
-                5,
-            ],
+            row(
+                recommendation_code="R-1",
+                office_code="SG",
+                action_id=world.items["SG"],
+                deadline=date(2027, 5, 1),
+                status="In progress",
+                progress=60.0,
+            ),
+            row(
+                recommendation_code="R-1",
+                office_code="MY",
+                action_title="New for MY",
+                owner_email=world.users["focal_my"],
+                deadline=date(2027, 6, 1),
+                agreed_deadline=date(2027, 3, 1),
+                progress=5,
+            ),
         ]
     )
     c = login_as(world.users["reviewer"])
@@ -634,9 +688,14 @@ def test_xlsx_import_reads_typed_cells(app, world, login_as):
     assert _confirm(c, url).status_code == 303
     with app.app_context():
         sg = db.session.get(ActionItem, world.items["SG"])
-        assert (sg.status, sg.progress, sg.deadline) == ("verified", 100, date(2027, 5, 1))
+        assert (sg.status, sg.progress, sg.deadline) == ("in_progress", 60, date(2027, 5, 1))
         new = db.session.scalar(sa.select(ActionItem).where(ActionItem.title == "New for MY"))
-        assert (new.progress, new.status, new.deadline) == (5, "not_started", date(2027, 6, 1))
+        assert (new.progress, new.status, new.deadline, new.agreed_deadline) == (
+            5,
+            "not_started",
+            date(2027, 6, 1),
+            date(2027, 3, 1),
+        )
 
 
 def test_formulas_are_refused_and_text_stays_text(app, world, login_as):
@@ -837,9 +896,12 @@ def test_anonymous_visitors_are_sent_to_sign_in(app, world):
 
 
 def test_preview_runs_a_bounded_number_of_statements(app, world, login_as, count_queries):
+    """The look-ups are a few statements whatever the size of the file; the rehearsal then runs
+    each row through its command (save_recommendation, create_action), a constant number of
+    statements per row, all rolled back."""
     c = login_as(world.users["reviewer"])
 
-    def statements(n: int) -> int:
+    def statements(n: int) -> list[str]:
         rows = (
             [_rec(f"R-{i}") for i in range(n)]
             + [
@@ -865,9 +927,21 @@ def test_preview_runs_a_bounded_number_of_statements(app, world, login_as, count
         with count_queries() as seen:
             page = c.get(url)
         assert page.status_code == 200 and _counts(page.text)[("actions", "create")] == n
-        return len(seen)
+        assert _problems(page.text) == []
+        return seen
 
-    assert statements(3) == statements(30)
+    def reads(seen: list[str]) -> int:
+        """SELECTs, but for save_recommendation's own check that a code is free (one per code)."""
+        return sum(
+            1
+            for s in seen
+            if s.lstrip().upper().startswith("SELECT") and "WHERE recommendation.code = " not in s
+        )
+
+    three, four, thirty = statements(3), statements(4), statements(30)
+    assert reads(three) == reads(thirty)
+    per_row = len(four) - len(three)  # one recommendation and one action, written then rolled back
+    assert per_row <= 12 and len(thirty) - len(three) == 27 * per_row
 
 
 # --- the command line ----------------------------------------------------------------------
@@ -897,7 +971,11 @@ def test_cli_import_dry_run_then_for_real(app, world, runner, tmp_path):
         encoding="utf-8",
     )
     before = _snapshot(app)
-    dry = runner.invoke(args=["tracker", "import", str(path), "--dry-run"])
+    # The rows are checked and applied as a person: without --as, nothing is done, not even a dry run.
+    anonymous = runner.invoke(args=["tracker", "import", str(path), "--dry-run"])
+    assert anonymous.exit_code == 1 and "give --as EMAIL" in anonymous.output
+    assert _snapshot(app) == before
+    dry = runner.invoke(args=["tracker", "import", str(path), "--dry-run", "--as", world.users["admin"]])
     assert dry.exit_code == 0, dry.output
     assert "Recommendations: 1 to create, 0 to update, 1 unchanged." in dry.output
     assert (
@@ -906,14 +984,14 @@ def test_cli_import_dry_run_then_for_real(app, world, runner, tmp_path):
     )
     assert _snapshot(app) == before
 
-    done = runner.invoke(args=["tracker", "import", str(path)])
+    done = runner.invoke(args=["tracker", "import", str(path), "--as", world.users["admin"]])
     assert done.exit_code == 0, done.output
     with app.app_context():
         item = db.session.get(ActionItem, world.items["SG"])
         assert item.status == "in_progress" and item.version == 2
-        assert (item.updates[0].author_id, item.updates[0].note) == (
-            None,
-            "Imported from plan.csv by the command line",
+        assert (item.updates[0].author.email, item.updates[0].note) == (
+            world.users["admin"],
+            "Imported from plan.csv",
         )
         assert db.session.scalar(sa.select(Recommendation).where(Recommendation.code == "R-2")) is not None
         # The new owner is told through the outbox, from the command line too.
@@ -1019,3 +1097,279 @@ def test_an_export_headed_in_another_language_imports_back_unchanged(app, tricky
     assert _problems(page) == [] and _counts(page)[("actions", "unchanged")] == 4
     assert _confirm(c, url).status_code == 303
     assert _snapshot(app) == before
+
+
+# --- the rules of the pages apply to every row ------------------------------------------------
+
+
+@pytest.fixture
+def states(app, world):
+    """SG actions owned by the SG focal point in each state a row may try to move: in progress at
+    40 %, completed (reported from 40 %), and three verified ones."""
+    from datetime import UTC, datetime
+
+    with app.app_context():
+        owner = db.session.get(User, world.user_ids["focal_sg"])
+        made = {}
+        for name, status, progress in (
+            ("going", "in_progress", 40),
+            ("done", "completed", 100),
+            ("closed", "verified", 100),
+            ("closed2", "verified", 100),
+            ("closed3", "verified", 100),
+        ):
+            item = ActionItem(
+                recommendation_id=world.recommendation_id,
+                office_id=world.offices["SG"],
+                title=f"Action {name}",
+                owner=owner,
+                deadline=date(2026, 12, 31),
+                status=status,
+                progress=progress,
+            )
+            item.updates = [
+                ActionUpdate(
+                    author_id=world.user_ids["focal_sg"],
+                    created_at=datetime(2026, 10, 1, tzinfo=UTC),
+                    old_status="in_progress",
+                    new_status=status,
+                    old_progress=40,
+                    new_progress=progress,
+                    note="Reported",
+                )
+            ]
+            db.session.add(item)
+            made[name] = item
+        db.session.commit()
+        world.states = {name: item.id for name, item in made.items()}
+    return world
+
+
+def _action(world, key: str, **values) -> dict:
+    row = {"recommendation_code": "R-1", "office_code": "SG", "action_id": str(world.states[key])}
+    row.update(values)
+    return row
+
+
+def _new_action(title: str, **values) -> dict:
+    row = {"recommendation_code": "R-1", "office_code": "SG", "action_title": title, "deadline": "2027-06-30"}
+    row.update(values)
+    return row
+
+
+def test_rows_the_workflow_refuses_are_problems_by_row_and_column_and_nothing_is_written(
+    app, states, login_as, runner, tmp_path
+):
+    """The three bugs of the first import (verified at 10 %, a completed action without owner, a
+    verified action back to not started) and their kin, each refused by the command the page uses."""
+    rows = [
+        _action(states, "done", status="verified", progress="10"),  # 2: verified is 100 %
+        _action(states, "going", status="verified", progress="10"),  # 3: in progress → verified
+        _new_action("Ghost", status="completed"),  # 4: no owner
+        _new_action("Too fast", status="completed", owner_email=states.users["focal_sg"]),  # 5
+        _action(states, "closed", status="not_started"),  # 6: verified → not started
+        _action(states, "closed2", status="in_progress", progress="50"),  # 7: reopening needs a note
+        {  # 8: the agreed deadline does not change by import
+            "recommendation_code": "R-1",
+            "office_code": "SG",
+            "action_id": str(states.items["SG"]),
+            "agreed_deadline": "2027-01-01",
+        },
+        _action(states, "closed3", deadline="2030-01-01"),  # 9: a verified action's plan is settled
+        _action(states, "going", status="completed"),  # 10: duplicate of row 3 (the plan's own check)
+    ]
+    c = login_as(states.users["reviewer"])
+    before = _snapshot(app)
+    url, page = _preview(c, _csv(rows, COLUMNS), "rules.csv")
+    problems = _problems(page)
+    expected = {
+        ("2", "progress"): "A “Verified” action is at 100 %, not 10 %.",
+        ("3", "status"): "You cannot move this action from “In progress” to “Verified”.",
+        ("4", "owner_email"): "Choose the owner from the list.",
+        ("5", "status"): "You cannot move this action from “Not started” to “Completed",
+        ("6", "status"): "You cannot move this action from “Verified” to “Not started”.",
+        ("7", "note"): "Say why in the note.",
+        ("8", "agreed_deadline"): "The agreed deadline of action",
+        ("9", "deadline"): "it can no longer be edited",
+        ("10", "action_id"): "Duplicate: the same action is already in row 3",
+    }
+    assert {(r, col) for r, col, _ in problems} == set(expected), problems
+    for (row, column), fragment in expected.items():
+        [message] = [m.replace("&#34;", '"') for r, col, m in problems if (r, col) == (row, column)]
+        assert fragment in message, (row, column, message)
+    assert _snapshot(app) == before  # the rehearsal was rolled back: no row, no history, no mail
+    refused = _confirm(c, url)
+    assert refused.status_code == 422 and "Nothing was imported" in refused.text
+    assert _snapshot(app) == before
+
+    # The command line checks the same rows, as its --as user, and writes nothing either.
+    path = tmp_path / "rules.csv"
+    path.write_text(_csv(rows, COLUMNS), encoding="utf-8")
+    cli = runner.invoke(args=["tracker", "import", str(path), "--as", states.users["reviewer"]])
+    assert cli.exit_code == 1
+    assert "Problem: row 2, progress: A “Verified” action is at 100 %, not 10 %." in cli.output
+    assert "Problem: row 6, status: You cannot move this action from “Verified”" in cli.output
+    assert "9 problem(s): nothing was imported." in cli.output
+    assert _snapshot(app) == before
+
+
+def test_allowed_moves_are_applied_by_the_commands_with_their_history(app, states, login_as):
+    rows = [
+        _action(states, "done", status="verified"),  # completed → verified
+        _action(states, "closed", status="in_progress", progress="60", note="The evidence was wrong."),
+        _action(states, "going", status="completed", note="Guide published."),
+        {  # a reviewer's new current deadline; the agreed one stays
+            "recommendation_code": "R-1",
+            "office_code": "SG",
+            "action_id": str(states.items["SG"]),
+            "deadline": "2027-02-28",
+        },
+    ]
+    c = login_as(states.users["reviewer"])
+    url, page = _preview(c, _csv(rows), "moves.csv")
+    assert _problems(page) == [] and _counts(page)[("actions", "update")] == 4
+    assert _confirm(c, url).status_code == 303
+    with app.app_context():
+        reviewer = states.user_ids["reviewer"]
+
+        def latest(key: str) -> tuple[ActionItem, ActionUpdate]:
+            item = db.session.get(ActionItem, states.states[key])
+            return item, item.updates[0]
+
+        done, verified = latest("done")
+        assert (done.status, done.progress, done.version) == ("verified", 100, 2)
+        assert (verified.author_id, verified.event, verified.old_status, verified.new_status) == (
+            reviewer,
+            "verified",
+            "completed",
+            "verified",
+        )
+        assert verified.note == "Imported from moves.csv"
+        closed, reopened = latest("closed")
+        assert (closed.status, closed.progress) == ("in_progress", 60)
+        assert (reopened.author_id, reopened.event, reopened.note) == (
+            reviewer,
+            "reopened",
+            "Imported from moves.csv: The evidence was wrong.",
+        )
+        going, reported = latest("going")
+        assert (going.status, going.progress) == ("completed", 100)
+        assert (reported.author_id, reported.event, reported.new_status, reported.note) == (
+            reviewer,
+            None,
+            "completed",
+            "Imported from moves.csv: Guide published.",
+        )
+        sg = db.session.get(ActionItem, states.items["SG"])
+        assert (sg.deadline, sg.agreed_deadline) == (date(2027, 2, 28), date(2026, 11, 24))
+        moved = sg.updates[0]
+        assert (moved.author_id, moved.event, moved.old_deadline, moved.new_deadline) == (
+            reviewer,
+            "deadline_set",
+            date(2026, 11, 24),
+            date(2027, 2, 28),
+        )
+        # The owner hears of the verification and of the reopening, as from the pages.
+        kinds = db.session.scalars(
+            sa.select(Notification.kind).where(Notification.to_address == states.users["focal_sg"])
+        ).all()
+        assert sorted(kinds) == ["reopened", "verified"]
+
+
+def test_both_deadlines_round_trip_and_the_agreed_one_never_moves_by_import(app, tricky, login_as):
+    c = login_as(tricky.users["reviewer"])
+    with c.get("/export/actions.csv") as response:
+        reader = csv.reader(io.StringIO(response.data.decode("utf-8-sig")))
+        labels = next(reader)
+        ids = list(columns.COLUMNS) + list(columns.EXPORT_EXTRAS)
+        rows = [dict(zip(ids, row, strict=True)) for row in reader]
+    assert labels[ids.index("deadline") : ids.index("deadline") + 2] == ["Deadline", "Agreed deadline"]
+    sg = next(r for r in rows if r["action_id"] == str(tricky.items["SG"]))
+    assert (sg["deadline"], sg["agreed_deadline"]) == ("2027-02-28", "2026-11-24")
+
+    def imported(edited: list[dict]) -> str:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=ids)
+        writer.writeheader()
+        writer.writerows(edited)
+        return out.getvalue()
+
+    before = _snapshot(app)
+    _, page = _preview(c, imported([dict(sg, agreed_deadline="2027-02-28")]), "agreed.csv")
+    assert [(r, col) for r, col, _ in _problems(page)] == [("2", "agreed_deadline")]
+    assert "an import does not change it" in page
+    # An empty agreed deadline leaves it as it is; the current deadline is the reviewer's to set.
+    url, page = _preview(c, imported([dict(sg, agreed_deadline="", deadline="2027-04-30")]), "moved.csv")
+    assert _problems(page) == [] and "Deadline: 2027-02-28 → 2027-04-30" in page
+    assert _snapshot(app) == before
+    assert _confirm(c, url).status_code == 303
+    with app.app_context():
+        item = db.session.get(ActionItem, tricky.items["SG"])
+        assert (item.deadline, item.agreed_deadline) == (date(2027, 4, 30), date(2026, 11, 24))
+        assert (item.updates[0].event, item.updates[0].author_id) == (
+            "deadline_set",
+            tricky.user_ids["reviewer"],
+        )
+
+    # A new action's agreed deadline is the file's, else its deadline.
+    url, page = _preview(
+        c,
+        _csv(
+            [
+                _new_action(
+                    "Baseline given", owner_email=tricky.users["focal_sg"], agreed_deadline="2027-03-31"
+                ),
+                _new_action("Baseline default", owner_email=tricky.users["focal_sg"]),
+            ]
+        ),
+    )
+    assert _problems(page) == [] and _confirm(c, url).status_code == 303
+    with app.app_context():
+        found = dict(
+            db.session.execute(
+                sa.select(ActionItem.title, ActionItem.agreed_deadline).where(
+                    ActionItem.title.like("Baseline%")
+                )
+            ).all()
+        )
+        assert found == {"Baseline given": date(2027, 3, 31), "Baseline default": date(2027, 6, 30)}
+
+
+def test_an_import_records_the_history_of_recommendations_and_tells_each_owner_once(app, world, login_as):
+    rows = [
+        _rec("R-2", recommendation_title="Open data", priority="high"),
+        {"recommendation_code": "R-1", "recommendation_title": "Go digital, now"},
+        *[
+            _new_action(f"Step {i}", recommendation_code="R-2", owner_email=world.users["focal_sg"])
+            for i in range(3)
+        ],
+    ]
+    c = login_as(world.users["reviewer"])
+    url, page = _preview(c, _csv(rows))
+    assert _problems(page) == []
+    with app.app_context():  # the preview wrote no history
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(RecommendationChange)) == 0
+    assert _confirm(c, url).status_code == 303
+    with app.app_context():
+        changes = db.session.execute(
+            sa.select(Recommendation.code, RecommendationChange.field, RecommendationChange.old_value)
+            .add_columns(RecommendationChange.new_value, RecommendationChange.author_id)
+            .join(RecommendationChange.recommendation)
+            .order_by(Recommendation.code, RecommendationChange.field)
+        ).all()
+        reviewer = world.user_ids["reviewer"]
+        assert ("R-1", "title", "Go digital", "Go digital, now", reviewer) in changes
+        assert [c[1] for c in changes if c[0] == "R-2"] == [
+            "code",
+            "priority",
+            "source",
+            "text",
+            "theme",
+            "title",
+        ]
+        assert all(c[4] == reviewer for c in changes)
+        assert ("R-2", "title", None, "Open data", reviewer) in changes
+        # Three new actions for one owner: one mail, as before the commands.
+        mails = db.session.scalars(sa.select(Notification).where(Notification.kind == "assignment")).all()
+        assert [m.to_address for m in mails] == [world.users["focal_sg"]]
+        assert all(f"Step {i}" in mails[0].body_text for i in range(3))

@@ -146,7 +146,7 @@ def test_office_adds_evidence_or_withdraws_while_awaiting_verification(app, worl
     added = _update(focal, item_id, note="Forgot the link", evidence_url="https://example.org/report")
     assert added.status_code == 302
     status, progress, _version_now, history = _state(app, item_id)
-    assert (status, progress) == ("completed", 100)
+    assert (status, progress, history) == ("completed", 100, 4)  # agreed, begun, completed, the note
     assert "https://example.org/report" in focal.get(f"/actions/{item_id}").text
 
     withdrawn = _post_form(focal, item_id, "withdraw", note="Not done after all.")

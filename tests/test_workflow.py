@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from werkzeug.exceptions import Forbidden, NotFound
 
 from tests.conftest import csrf_token
-from tracker.actions.services import UpdateRequest, WorkflowError, record_update
+from tracker.actions.commands import UpdateRequest, WorkflowError, record_update
 from tracker.extensions import db
 from tracker.models import ActionItem, ActionUpdate, EvidenceFile, Status, User
 

@@ -103,14 +103,17 @@ def create_token_command(email: str, name: str) -> None:
     "--as",
     "acting_email",
     metavar="EMAIL",
-    help="The admin or reviewer recorded as author of the history rows (default: none).",
+    help="The admin or reviewer the rows are checked and applied as, recorded as author of the "
+    "history. Required for a file that changes anything.",
 )
 @with_appcontext
 def import_command(path: str, dry_run: bool, acting_email: str | None) -> None:
     """Import recommendations and action items from a CSV or XLSX FILE: all rows or none.
 
     Prints what would be created, updated or left alone, and every problem; with problems,
-    nothing is written and the exit status is 1.
+    nothing is written and the exit status is 1. Rows go through the same rules as the pages
+    (workflow moves, owners, deadlines, permissions), checked as the --as user: there is no
+    system user that could bypass them, so a file that changes anything needs --as.
     """
     from pathlib import Path
 
@@ -120,13 +123,15 @@ def import_command(path: str, dry_run: bool, acting_email: str | None) -> None:
 
     from tracker.models import User, normalise_email
     from tracker.permissions import Perm, can
-    from tracker.transfer.apply import apply_import
-    from tracker.transfer.plan import describe_plan, plan_import
+    from tracker.transfer.apply import ImportRefused, apply_import, rehearse
+    from tracker.transfer.plan import describe_plan, plan_import, problem_lines
     from tracker.transfer.read import ImportFileError, read_table
 
     max_bytes = current_app.config["TRACKER_IMPORT_MAX_BYTES"]
     max_rows = current_app.config["TRACKER_IMPORT_MAX_ROWS"]
     file = Path(path)
+    now = datetime.now(UTC)
+    note = f"Imported from {file.name}"
     try:
         actor = None
         if acting_email is not None:
@@ -141,23 +146,37 @@ def import_command(path: str, dry_run: bool, acting_email: str | None) -> None:
             plan = plan_import(read_table(data, file.name, max_bytes=max_bytes, max_rows=max_rows))
         except ImportFileError as exc:
             raise click.ClickException(exc.message) from None
+        if actor is not None and plan.changes_anything:
+            rehearse(plan, actor, now, note)  # what the rules refuse, as that user; rolled back
         for line in describe_plan(plan):
             click.echo(line)
         if plan.problems:
             db.session.rollback()
             click.echo(f"{len(plan.problems)} problem(s): nothing was imported.", err=True)
             raise click.exceptions.Exit(1)
+        if not plan.changes_anything:
+            db.session.rollback()
+            click.echo("Nothing to import: the file matches what tracker holds.")
+            return
+        if actor is None:
+            db.session.rollback()
+            raise click.ClickException(
+                "give --as EMAIL (an active admin or reviewer): the rows are checked against the "
+                "workflow and applied as that person, who is recorded as author of the history; "
+                "nothing was imported"
+            )
         if dry_run:
             db.session.rollback()
             click.echo("Dry run: nothing was written.")
             return
-        if not plan.changes_anything:
-            click.echo("Nothing to import: the file matches what tracker holds.")
-            return
-        note = f"Imported from {file.name}" + ("" if actor else " by the command line")
         try:
-            apply_import(plan, actor, datetime.now(UTC), note)
+            apply_import(plan, actor, now, note)
             db.session.commit()
+        except ImportRefused:
+            db.session.rollback()
+            for line in problem_lines(plan.problems):
+                click.echo(line)
+            raise click.ClickException("the rules refused some rows: nothing was imported") from None
         except (IntegrityError, StaleDataError):
             db.session.rollback()
             raise click.ClickException(

@@ -18,6 +18,9 @@ from tracker.extensions import db
 from tracker.models import (
     ActionItem,
     ActionUpdate,
+    ExtensionRequest,
+    ExtensionState,
+    HistoryEvent,
     Office,
     OfficeResponse,
     Priority,
@@ -221,6 +224,9 @@ def demo_users() -> list[tuple[str, str, Role, str | None]]:
         ("reviewer@demo.test", "Demo reviewer", Role.REVIEWER, None),
         ("manager@demo.test", "Programme manager", Role.MANAGER, None),
         ("manager.sg@demo.test", "Manager, Singapore", Role.MANAGER, "SG"),
+        # Three offices have a manager of their own; the others' escalations go up the ladder.
+        ("manager.my@demo.test", "Manager, Malaysia", Role.MANAGER, "MY"),
+        ("manager.th@demo.test", "Manager, Thailand", Role.MANAGER, "TH"),
     ]
     for code, _name, country, _zone in OFFICES:
         users.append((f"focal.{code.lower()}@demo.test", f"Focal point, {country}", Role.FOCAL_POINT, code))
@@ -232,7 +238,15 @@ def demo_users() -> list[tuple[str, str, Role, str | None]]:
 
 def seed_demo(today: date, password: str = DEFAULT_PASSWORD) -> dict[str, int]:
     """Load the demo data for ``today``, skipping what exists; returns counts of rows added."""
-    added = {"offices": 0, "users": 0, "recommendations": 0, "responses": 0, "actions": 0, "updates": 0}
+    added = {
+        "offices": 0,
+        "users": 0,
+        "recommendations": 0,
+        "responses": 0,
+        "actions": 0,
+        "updates": 0,
+        "extension requests": 0,
+    }
     offices = _seed_offices(added)
     users = _seed_users(offices, password, added)
     source = db.session.scalar(sa.select(Source).where(Source.title == SOURCE["title"]))
@@ -277,7 +291,97 @@ def seed_demo(today: date, password: str = DEFAULT_PASSWORD) -> dict[str, int]:
                 owner, second = (focal, deputy) if (o_index + k) % 2 == 0 else (deputy, focal)
                 _add_item(rec, office, title, owner, second, reviewer, scenario, today, rng, added)
     db.session.flush()
+    _seed_extensions(today, users, reviewer, added)
+    db.session.flush()
     return added
+
+
+def _seed_extensions(today: date, users: dict[str, User], reviewer: User, added: dict[str, int]) -> None:
+    """Extension requests: three offices wait for a decision on an overdue action, two had one approved.
+
+    Skipped when any request exists already (the demo is loaded once).
+    """
+    if db.session.scalar(sa.select(sa.func.count(ExtensionRequest.id))):
+        return
+    open_items = db.session.scalars(
+        sa.select(ActionItem)
+        .join(ActionItem.office)
+        .where(ActionItem.status.in_([Status.IN_PROGRESS.value, Status.BLOCKED.value]))
+        .order_by(Office.code, ActionItem.id)
+    ).all()
+    overdue = [item for item in open_items if item.deadline < today]
+    later = [item for item in open_items if item.deadline >= today]
+    noon = time(3)
+    pending_offices: set[int] = set()
+    for item in overdue:
+        if len(pending_offices) == 3 or item.office_id in pending_offices:
+            continue
+        pending_offices.add(item.office_id)
+        asker = users[f"focal.{item.office.code.lower()}@demo.test"]
+        asked = datetime.combine(today - timedelta(days=4), noon, UTC)
+        reason = "The supplier delivered late; we need one more quarter to test and launch."
+        request = ExtensionRequest(
+            action_item=item,
+            requested_by=asker,
+            requested_at=asked,
+            current_deadline=item.deadline,
+            requested_deadline=item.deadline + timedelta(days=120),
+            reason=reason,
+            state=ExtensionState.PENDING.value,
+        )
+        db.session.add(request)
+        _extension_history(item, request, asker, asked, HistoryEvent.EXTENSION_REQUESTED, reason, added)
+    for item in [i for i in later if i.office_id not in pending_offices][:2]:
+        # Approved months ago: the current deadline lies 60 days past the agreed one.
+        asker = users[f"focal.{item.office.code.lower()}@demo.test"]
+        asked = datetime.combine(today - timedelta(days=90), noon, UTC)
+        decided = asked + timedelta(days=3)
+        item.agreed_deadline = item.deadline - timedelta(days=60)
+        reason = "The new law on electronic signatures takes effect two months later than planned."
+        request = ExtensionRequest(
+            action_item=item,
+            requested_by=asker,
+            requested_at=asked,
+            current_deadline=item.agreed_deadline,
+            requested_deadline=item.deadline,
+            reason=reason,
+            state=ExtensionState.APPROVED.value,
+            decided_by=reviewer,
+            decided_at=decided,
+            decision_note="Agreed: the delay is outside the office's control.",
+        )
+        db.session.add(request)
+        _extension_history(item, request, asker, asked, HistoryEvent.EXTENSION_REQUESTED, reason, added)
+        _extension_history(
+            item, request, reviewer, decided, HistoryEvent.EXTENSION_APPROVED, request.decision_note, added
+        )
+
+
+def _extension_history(
+    item: ActionItem,
+    request: ExtensionRequest,
+    author: User,
+    at: datetime,
+    event: HistoryEvent,
+    note: str | None,
+    added: dict[str, int],
+) -> None:
+    old = request.current_deadline
+    db.session.add(
+        ActionUpdate(
+            action_item=item,
+            author=author,
+            created_at=at,
+            old_deadline=old,
+            new_deadline=request.requested_deadline,
+            note=note,
+            event=event.value,
+            extension=request,
+        )
+    )
+    added["updates"] += 1
+    if event is HistoryEvent.EXTENSION_REQUESTED:
+        added["extension requests"] += 1
 
 
 def _seed_offices(added: dict[str, int]) -> dict[str, Office]:

@@ -42,6 +42,7 @@ from tracker.models import (
     ActionItem,
     ActionUpdate,
     EvidenceFile,
+    ExtensionRequest,
     Notification,
     Office,
     OfficeResponse,
@@ -181,6 +182,8 @@ MAIN_PAGES = [
     MainPage("action-form-edit", "reviewer", "/actions/{item}/edit"),
     MainPage("my-actions", "focal_sg", "/my"),
     MainPage("verification", "reviewer", "/verification"),
+    MainPage("verify-confirmation", "reviewer", "/actions/{completed}/verify"),
+    MainPage("action-extension-decision", "reviewer", "/actions/{overdue}"),
     MainPage("outbox", "admin", "/admin/outbox"),
     MainPage("outbox-message", "admin", "/admin/outbox/{failed_mail}"),
     MainPage("preferences", "manager_sg", "/preferences"),
@@ -309,12 +312,21 @@ def pages_data(app: Flask, world: World) -> dict[str, int]:
             expires_at=now + timedelta(seconds=45),
             next_runs=json.dumps({"compose": (now + timedelta(minutes=15)).isoformat()}),
         )
-        db.session.add_all([rec2, completed, overdue, blocked, verified, response, *mails, lease])
+        # An extension request waiting for a decision: in the review queue and on its action's page.
+        extension = ExtensionRequest(
+            action_item=overdue,
+            requested_by=focal_sg,
+            current_deadline=overdue.deadline,
+            requested_deadline=overdue.deadline + timedelta(days=90),
+            reason="The trainers are only free next quarter.",
+        )
+        db.session.add_all([rec2, completed, overdue, blocked, verified, response, *mails, lease, extension])
         db.session.commit()
         return {
             "item": world.items["SG"],
             "recommendation": world.recommendation_id,
             "completed": completed.id,
+            "overdue": overdue.id,
             "failed_mail": mails[0].id,
         }
 
@@ -599,8 +611,10 @@ def test_action_update_form_by_keyboard(visitor, pages_data):
     page.keyboard.press("Tab")
     states = _tab_through(page)
     labels = [s["label"] for s in states]
-    controls = ["select#status", "input#progress", "input#deadline", "input#evidence_url", "textarea#note"]
-    for control in [*controls, "input#files", "button “Save update”"]:
+    controls = ["select#status", "input#progress", "input#evidence_url", "textarea#note", "input#files"]
+    # The office asks for a later deadline in its own form (reviewers set one in the update form).
+    extension = ["input#new_deadline", "textarea#reason", "button “Request the extension”"]
+    for control in [*controls, "button “Save update”", *extension]:
         assert any(label.startswith(control) for label in labels), f"{control} is not reachable: {labels}"
     problems = _check_focus_indicators(page, states)
     assert not problems, "\n".join(problems)

@@ -55,9 +55,14 @@ def test_report_verify_and_see_it_on_the_dashboard(app, browser, live_server, wo
 
     reviewer = browser.new_context(base_url=live_server).new_page()
     sign_in(reviewer, world.users["reviewer"])
-    reviewer.get_by_role("link", name="Verification").click()
+    reviewer.get_by_role("link", name="Review queue").click()
     assert reviewer.get_by_text("Live since Monday.").is_visible()
-    reviewer.get_by_role("button", name="Verify “E-filing for SG”").click()
+    # Verifying asks first, showing what the office reported.
+    reviewer.get_by_role("link", name="Verify “E-filing for SG”…").click()
+    assert reviewer.get_by_text("Live since Monday.").is_visible()
+    assert reviewer.get_by_role("link", name="launch-report.pdf").is_visible()
+    reviewer.get_by_role("button", name="Yes, verify it").click()
+    assert reviewer.get_by_text("“E-filing for SG” is verified.").is_visible()
     assert reviewer.get_by_text("Nothing awaits verification.").is_visible()
 
     reviewer.get_by_role("link", name="Dashboard").click()
@@ -99,3 +104,26 @@ def test_two_people_editing_one_action_see_the_conflict(browser, live_server, wo
     assert second.get_by_text("Your update is saved.").is_visible()
     first.context.close()
     second.context.close()
+
+
+def test_an_extension_is_asked_for_and_approved_from_the_review_queue(app, browser, live_server, world):
+    focal = browser.new_context(base_url=live_server).new_page()
+    sign_in(focal, world.users["focal_sg"])
+    focal.get_by_role("link", name="E-filing for SG").click()
+    focal.get_by_label("New deadline").fill("2027-03-31")
+    focal.get_by_label("Reason").fill("The vendor needs a second test round.")
+    focal.get_by_role("button", name="Request the extension").click()
+    assert focal.get_by_text("Your request is recorded.").is_visible()
+    assert focal.get_by_role("heading", name="Extension requested").is_visible()
+
+    reviewer = browser.new_context(base_url=live_server).new_page()
+    sign_in(reviewer, world.users["reviewer"])
+    reviewer.get_by_role("link", name="Review queue").click()
+    assert reviewer.get_by_text("The vendor needs a second test round.").is_visible()
+    reviewer.get_by_role("button", name="Record the decision").first.click()  # "Approve" is preselected
+    assert reviewer.get_by_text("Extension approved: the new deadline applies.").is_visible()
+    assert reviewer.get_by_text("No extension request awaits a decision.").is_visible()
+
+    focal.reload()
+    assert focal.get_by_text("March 31, 2027").first.is_visible()
+    assert focal.get_by_text("(agreed: November 24, 2026)").is_visible()

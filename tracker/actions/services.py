@@ -1,4 +1,4 @@
-"""Action items: what a user may see, which are overdue, and how they change."""
+"""Action items read for pages: one item, lists, My work, the review queue (changes: commands.py)."""
 
 from __future__ import annotations
 
@@ -8,23 +8,7 @@ import sqlalchemy as sa
 from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy.orm import contains_eager, joinedload, selectinload
 
-from tracker.actions import workflow
-from tracker.actions.commands import (  # noqa: F401 - the command layer, re-exported for older callers
-    ConflictError,
-    StateConflict,
-    UpdateRequest,
-    WorkflowError,
-    changes_since,
-    record_update,
-)
-from tracker.actions.queries import (  # noqa: F401 - the list queries, re-exported for older callers
-    ActionFilters,
-    due_soon_clause,
-    filtered_actions,
-    office_today,
-    overdue_clause,
-    visible_actions,
-)
+from tracker.actions.queries import ActionFilters, assigned_filters, filtered_actions, visible_actions
 from tracker.extensions import db
 from tracker.models import (
     ActionItem,
@@ -33,7 +17,6 @@ from tracker.models import (
     ExtensionRequest,
     ExtensionState,
     Office,
-    Role,
     Status,
     User,
 )
@@ -91,10 +74,7 @@ def my_actions(user: User, now: datetime, page: int, per_page: int) -> Paginatio
 
     Ordered by deadline, so what is overdue comes first and what is due soon next.
     """
-    query = visible_actions(user).where(ActionItem.status.in_([s.value for s in workflow.OPEN]))
-    if user.role != Role.MANAGER:
-        query = query.where(sa.or_(ActionItem.owner_id == user.id, ActionItem.deputy_id == user.id))
-    query = query.order_by(ActionItem.deadline, ActionItem.id)
+    query = filtered_actions(user, now, assigned_filters(user))
     return db.paginate(query, page=page, per_page=per_page, error_out=False)
 
 

@@ -1,6 +1,8 @@
 """The home page (the actions a user may see), the action page with its update form, evidence files."""
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
 from flask.typing import ResponseReturnValue
@@ -11,7 +13,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.wrappers import Response
 from wtforms import SelectChoice
 
-from tracker.actions import commands, evidence, queries, services, workflow
+from tracker.actions import commands, evidence, extensions, queries, services, workflow
 from tracker.actions.forms import (
     ExtensionDecisionForm,
     ExtensionRequestForm,
@@ -22,6 +24,7 @@ from tracker.actions.forms import (
 )
 from tracker.auth.services import safe_next_url
 from tracker.extensions import db
+from tracker.forms import show_refusal
 from tracker.labels import status_label
 from tracker.models import ActionItem, ActionUpdate, Status
 from tracker.permissions import Perm, can, require
@@ -120,7 +123,7 @@ def _page(item: ActionItem, now: datetime, status: int = 200, **forms: object) -
         form.deadline.data = item.deadline
         form.progress.data = item.progress
         forms["form"] = form
-    pending = commands.pending_extension(item)
+    pending = extensions.pending_extension(item)
     forms.setdefault("conflict", None)
     forms.setdefault("extension_form", ExtensionRequestForm(formdata=None))
     forms.setdefault("decision_form", ExtensionDecisionForm(formdata=None))
@@ -140,11 +143,7 @@ def _field_error(form: FlaskForm, error: commands.WorkflowError) -> None:
     if isinstance(error, commands.StateConflict):
         flash(error.message, "error")
         return
-    target = getattr(form, error.field, None) if error.field else None
-    if target is None:
-        form.form_errors.append(error.message)
-    else:
-        target.errors = [*target.errors, error.message]
+    show_refusal(form, error)
 
 
 def _item_or_404(action_id: int) -> ActionItem:
@@ -164,7 +163,7 @@ def request_extension(action_id: int) -> ResponseReturnValue:
     form = ExtensionRequestForm()
     if form.validate_on_submit():
         try:
-            commands.request_extension(
+            extensions.request_extension(
                 current_user, item, now, form.new_deadline.data, form.reason.data or ""
             )
             db.session.commit()
@@ -185,14 +184,16 @@ def request_extension(action_id: int) -> ResponseReturnValue:
 def decide_extension(extension_id: int) -> ResponseReturnValue:
     """Approve or reject an extension request (reviewers), from the action page or the review queue."""
     now = datetime.now(UTC)
-    extension = commands.get_extension(current_user, extension_id)
+    extension = extensions.get_extension(current_user, extension_id)
     if extension is None:
         abort(404)
     require(current_user, Perm.DECIDE_EXTENSION, extension.action_item)
     form = ExtensionDecisionForm()
     if form.validate_on_submit():
         try:
-            commands.decide_extension(current_user, extension, now, form.decision.data, form.note.data or "")
+            extensions.decide_extension(
+                current_user, extension, now, form.decision.data, form.note.data or ""
+            )
             db.session.commit()
         except commands.WorkflowError as exc:
             db.session.rollback()
@@ -256,54 +257,61 @@ def verify(action_id: int) -> ResponseReturnValue:
 @login_required
 def reopen(action_id: int) -> ResponseReturnValue:
     """Move a verified action back to in progress with a note (reviewers); the owner is told."""
-    now = datetime.now(UTC)
-    item = _item_or_404(action_id)
-    require(current_user, Perm.REOPEN_ACTION, item)
-    form = ReopenForm()
-    if form.validate_on_submit():
-        try:
-            update = commands.reopen(
-                current_user, item, now, form.note.data or "", int(form.version.data), form.progress.data
-            )
-            _commit(update)
-        except commands.WorkflowError as exc:
-            db.session.rollback()
-            _field_error(form, exc)
-            return _page(_item_or_404(action_id), now, exc.status, reopen_form=form)
-        except (commands.ConflictError, StaleDataError):
-            db.session.rollback()
-            form.form_errors.append(_("Someone changed this action meanwhile. Check it and try again."))
-            return _page(_item_or_404(action_id), now, 409, reopen_form=form)
-        flash(_("The action is reopened; its owner is told."), "success")
-        return redirect(url_for(".detail", action_id=item.id))
-    return _page(item, now, 422, reopen_form=form)
+    return _side_form(
+        action_id,
+        Perm.REOPEN_ACTION,
+        ReopenForm,
+        "reopen_form",
+        lambda item, form, now: commands.reopen(
+            current_user, item, now, form.note.data or "", int(form.version.data), form.progress.data
+        ),
+        _("The action is reopened; its owner is told."),
+    )
 
 
 @bp.post("/actions/<int:action_id>/withdraw")
 @login_required
 def withdraw(action_id: int) -> ResponseReturnValue:
     """The office withdraws its completion report before verification (back to in progress)."""
+    return _side_form(
+        action_id,
+        Perm.UPDATE_ACTION,
+        WithdrawForm,
+        "withdraw_form",
+        lambda item, form, now: commands.withdraw_completion(
+            current_user, item, now, form.note.data or "", int(form.version.data)
+        ),
+        _("The completion report is withdrawn; the action is in progress again."),
+    )
+
+
+def _side_form(
+    action_id: int,
+    perm: Perm,
+    form_class: type[FlaskForm],
+    name: str,
+    command: Callable[[ActionItem, Any, datetime], ActionUpdate],
+    done: str,
+) -> ResponseReturnValue:
+    """Run one of the action page's small forms through its command; on refusal, the page with it."""
     now = datetime.now(UTC)
     item = _item_or_404(action_id)
-    require(current_user, Perm.UPDATE_ACTION, item)
-    form = WithdrawForm()
-    if form.validate_on_submit():
-        try:
-            update = commands.withdraw_completion(
-                current_user, item, now, form.note.data or "", int(form.version.data)
-            )
-            _commit(update)
-        except commands.WorkflowError as exc:
-            db.session.rollback()
-            _field_error(form, exc)
-            return _page(_item_or_404(action_id), now, exc.status, withdraw_form=form)
-        except (commands.ConflictError, StaleDataError):
-            db.session.rollback()
-            form.form_errors.append(_("Someone changed this action meanwhile. Check it and try again."))
-            return _page(_item_or_404(action_id), now, 409, withdraw_form=form)
-        flash(_("The completion report is withdrawn; the action is in progress again."), "success")
-        return redirect(url_for(".detail", action_id=item.id))
-    return _page(item, now, 422, withdraw_form=form)
+    require(current_user, perm, item)
+    form = form_class()
+    if not form.validate_on_submit():
+        return _page(item, now, 422, **{name: form})
+    try:
+        _commit(command(item, form, now))
+    except commands.WorkflowError as exc:
+        db.session.rollback()
+        _field_error(form, exc)
+        return _page(_item_or_404(action_id), now, exc.status, **{name: form})
+    except (commands.ConflictError, StaleDataError):
+        db.session.rollback()
+        form.form_errors.append(_("Someone changed this action meanwhile. Check it and try again."))
+        return _page(_item_or_404(action_id), now, 409, **{name: form})
+    flash(done, "success")
+    return redirect(url_for(".detail", action_id=item.id))
 
 
 def _renamed(error: commands.WorkflowError, **names: str) -> commands.WorkflowError:

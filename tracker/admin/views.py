@@ -31,8 +31,9 @@ from tracker.admin.forms import (
     language_choices,
     office_choices,
 )
-from tracker.admin.services import AdminError, OfficeError, UserError
+from tracker.admin.services import OfficeError, UserError
 from tracker.extensions import db
+from tracker.forms import show_refusal
 from tracker.models import Office, Role, User
 from tracker.notifications.account import send_invitation
 from tracker.permissions import Perm, require
@@ -40,16 +41,6 @@ from tracker.profile import absences
 from tracker.profile.forms import AbsenceForm
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
-
-
-def _show_error(form: FlaskForm, error: AdminError) -> None:
-    """Put a service's refusal next to the field it is about, else at the top of the form."""
-    db.session.rollback()
-    field = getattr(form, error.field, None) if error.field else None
-    if field is not None:
-        field.errors = [*field.errors, error.message]
-    else:
-        form.form_errors.append(error.message)
 
 
 def _not_saved(form: FlaskForm) -> None:
@@ -121,7 +112,7 @@ def new_user() -> Response | str:
                 send_invitation(user, current_user, datetime.now(UTC))
             db.session.commit()
         except UserError as exc:
-            _show_error(form, exc)
+            show_refusal(form, exc)
         else:
             if form.invite.data:
                 flash(
@@ -170,7 +161,7 @@ def edit_user(user_id: int) -> Response | str:
             )
             db.session.commit()
         except UserError as exc:
-            _show_error(form, exc)
+            show_refusal(form, exc)
         else:
             flash(_("The changes to %(name)s are saved.", name=user.name), "success")
             return redirect(url_for("admin.edit_user", user_id=user.id))
@@ -317,7 +308,7 @@ def user_absences(user_id: int) -> ResponseReturnValue:
             )
             db.session.commit()
         except absences.AbsenceError as exc:
-            absences.show_refusal(form, exc)
+            show_refusal(form, exc)
         else:
             flash(absences.recorded_text(absence), "success")
             return redirect(url_for("admin.user_absences", user_id=user.id))
@@ -394,7 +385,7 @@ def new_office() -> Response | str:
             )
             db.session.commit()
         except OfficeError as exc:
-            _show_error(form, exc)
+            show_refusal(form, exc)
         else:
             flash(_("The office %(code)s is created.", code=office.code), "success")
             return redirect(url_for("admin.offices"))
@@ -423,7 +414,7 @@ def edit_office(office_id: int) -> Response | str:
             )
             db.session.commit()
         except OfficeError as exc:
-            _show_error(form, exc)
+            show_refusal(form, exc)
         else:
             flash(_("The changes to the office %(code)s are saved.", code=office.code), "success")
             return redirect(url_for("admin.offices"))

@@ -26,7 +26,7 @@ from werkzeug.http import HTTP_STATUS_CODES, parse_etags
 from werkzeug.routing import RoutingException
 from werkzeug.wrappers import Response
 
-from tracker.actions import commands
+from tracker.actions import commands, extensions
 from tracker.actions import services as action_services
 from tracker.actions.queries import ActionFilters, filtered_actions
 from tracker.api import openapi, schemas
@@ -495,11 +495,11 @@ def update_action(id: int) -> Response:
             )
             office_services.edit_action(user, item, now, fields, item.version)
         if workflow or not plan:
-            action_services.record_update(
+            commands.record_update(
                 user,
                 item,
                 now,
-                action_services.UpdateRequest(
+                commands.UpdateRequest(
                     version=item.version,
                     status=workflow.get("status"),
                     progress=workflow.get("progress"),
@@ -512,10 +512,10 @@ def update_action(id: int) -> Response:
     except commands.StateConflict as exc:
         db.session.rollback()
         raise Problem(409, exc.message) from None
-    except (action_services.WorkflowError, office_services.PlanError) as exc:
+    except commands.WorkflowError as exc:
         db.session.rollback()
         _refused(exc, _PLAN_FIELDS)
-    except action_services.ConflictError as exc:
+    except commands.ConflictError as exc:
         db.session.rollback()
         raise Problem(412, _("The action changed meanwhile."), current_version=exc.item.version) from None
     except StaleDataError:  # someone saved between our read and our write
@@ -566,7 +566,7 @@ def request_extension(id: int) -> Response:
     item = _visible_item(id)
     data = schemas.validate_body(schemas.EXTENSION_CREATE, _json_body())
     try:
-        extension = commands.request_extension(user, item, now, data["deadline"], data["reason"])
+        extension = extensions.request_extension(user, item, now, data["deadline"], data["reason"])
     except commands.WorkflowError as exc:
         db.session.rollback()
         _refused_or_conflict(exc)
@@ -578,12 +578,12 @@ def request_extension(id: int) -> Response:
 def decide_extension(id: int) -> Response:
     """Approve or reject a pending extension request (reviewers and admins); the requester is told."""
     user, now = _user(), _now()
-    extension = commands.get_extension(user, _id_or_404(id))
+    extension = extensions.get_extension(user, _id_or_404(id))
     if extension is None:
         raise NotFound()
     data = schemas.validate_body(schemas.EXTENSION_DECISION, _json_body())
     try:
-        commands.decide_extension(user, extension, now, data["decision"], data.get("note", ""))
+        extensions.decide_extension(user, extension, now, data["decision"], data.get("note", ""))
     except commands.WorkflowError as exc:
         db.session.rollback()
         _refused_or_conflict(exc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from tracker.actions.services import due_soon_clause, overdue_clause
+from tracker.actions.queries import due_soon_clause, overdue_clause
 from tracker.dashboard import services as dashboard
 from tracker.models import DONE_STATUSES, ActionItem, Office, Status, User, completion_rate
 

@@ -14,7 +14,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import joinedload
 
-from tracker.actions.services import due_soon_clause, overdue_clause, visible_offices
+from tracker.actions.queries import due_soon_clause, overdue_clause
+from tracker.actions.services import visible_offices
 from tracker.extensions import db
 from tracker.models import (
     DONE_STATUSES,

@@ -55,7 +55,7 @@ from flask import current_app
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import aliased, contains_eager, joinedload
 
-from tracker.actions.services import office_today
+from tracker.actions.queries import office_today
 from tracker.extensions import db
 from tracker.models import (
     CLOSED_STATUSES,

@@ -24,7 +24,7 @@ from tracker.actions.commands import (  # noqa: F401 - the plan's commands, re-e
     may_be_assigned,
     may_edit,
 )
-from tracker.actions.services import overdue_clause
+from tracker.actions.queries import overdue_clause
 from tracker.extensions import db
 from tracker.models import (
     ActionItem,

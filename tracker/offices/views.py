@@ -14,7 +14,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from wtforms import SelectChoice
 
 from tracker.actions import reassign as reassigning
-from tracker.actions.services import ConflictError, changes_since
+from tracker.actions.commands import ConflictError, changes_since
 from tracker.extensions import db
 from tracker.labels import role_label
 from tracker.models import ActionItem, Office, Recommendation, User

@@ -15,7 +15,6 @@ import sqlalchemy as sa
 from flask import abort
 from flask_babel import format_date
 from flask_babel import gettext as _
-from flask_wtf import FlaskForm
 from sqlalchemy.orm import aliased, contains_eager, joinedload
 
 from tracker.actions import workflow
@@ -156,16 +155,6 @@ def delete_absence(actor: User, absence: Absence, now: datetime) -> None:
         abort(403)
     db.session.delete(absence)
     db.session.flush()
-
-
-def show_refusal(form: FlaskForm, error: AbsenceError) -> None:
-    """Put a refusal next to its field, else above the form; nothing of it is kept."""
-    db.session.rollback()
-    field = getattr(form, error.field, None) if error.field else None
-    if field is not None:
-        field.errors = [*field.errors, error.message]
-    else:
-        form.form_errors.append(error.message)
 
 
 def span_text(absence: Absence) -> str:

@@ -12,6 +12,7 @@ from werkzeug.wrappers import Response
 
 from tracker.api import auth as tokens
 from tracker.extensions import db
+from tracker.forms import show_refusal
 from tracker.notifications.render import absolute_url
 from tracker.permissions import may_record_absence
 from tracker.profile import absences, calendar
@@ -56,7 +57,7 @@ def add_absence() -> ResponseReturnValue:
             )
             db.session.commit()
         except absences.AbsenceError as exc:
-            absences.show_refusal(form, exc)
+            show_refusal(form, exc)
         else:
             flash(absences.recorded_text(absence), "success")
             return redirect(url_for(".index", _anchor="absences-heading"))

@@ -18,8 +18,11 @@ the pages check them:
 :func:`rehearse` runs the rows inside a SAVEPOINT and rolls it back, turning each refusal into a
 problem at its row and column (the command's own message): the preview lists exactly what the
 apply would refuse. :func:`apply_import` runs them the same way and keeps the writes only if no
-row was refused. The history rows are the commands'; the import puts "Imported from <file>"
-before their note. Owners and deputies are told once per person and role for the whole import.
+row was refused. The history rows are the commands' (author: the importing user; event: the
+command's). An edit's note ends with "Imported from <file>"; a status or progress update's note is
+"Imported from <file>", or "Imported from <file>: <the row's note>" — a move that needs a note
+(reopen, send back, cancel, report a completion) is met by the row's note only. Owners and
+deputies are told once per person and role for the whole import.
 """
 
 from __future__ import annotations
@@ -34,10 +37,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
-from tracker.actions import commands
+from tracker.actions import commands, workflow
 from tracker.extensions import db
 from tracker.labels import status_label
-from tracker.models import ActionItem, ActionUpdate, Priority, Recommendation, Status, User
+from tracker.models import ActionItem, Priority, Recommendation, Status, User
 from tracker.notifications import account
 from tracker.permissions import Perm, require
 from tracker.recommendations import services as recommendation_services
@@ -102,6 +105,8 @@ def rehearse(plan: ImportPlan, actor: User, now: datetime, note: str) -> ImportP
     Rows that already have problems (and the actions of a recommendation that cannot be created)
     are left out. Writes nothing: the savepoint is always rolled back, mail included.
     """
+    if not plan.changes_anything:
+        return plan
     runner = _Runner(plan, actor, now, note)
     savepoint = db.session.begin_nested()
     try:
@@ -116,8 +121,7 @@ def rehearse(plan: ImportPlan, actor: User, now: datetime, note: str) -> ImportP
             )
         )
     finally:
-        if savepoint.is_active:
-            savepoint.rollback()
+        savepoint.rollback()  # also after a failed flush, which leaves it inactive but open
     plan.problems = ordered([*plan.problems, *runner.problems])
     return plan
 
@@ -138,8 +142,7 @@ def apply_import(plan: ImportPlan, actor: User, now: datetime, note: str) -> dic
     try:
         runner.run()
     except BaseException:
-        if savepoint.is_active:
-            savepoint.rollback()
+        savepoint.rollback()
         raise
     if runner.problems:
         savepoint.rollback()
@@ -212,10 +215,6 @@ class _Runner:
             self._problem(default, _("You may not make this change."))
         return None
 
-    def _sign(self, update: ActionUpdate) -> None:
-        """Say in the history row that it came from this import."""
-        update.note = f"{self.note}. {update.note}" if update.note else self.note
-
     def _assign(self, user: User | None, role: str, item: ActionItem) -> None:
         if user is not None:
             self.assigned.setdefault((user.id, role), (user, []))[1].append(item)
@@ -271,8 +270,6 @@ class _Runner:
         )
         if item is None:
             return
-        for update in item.updates:  # the one row create_action wrote
-            self._sign(update)
         self._assign(item.owner, "owner", item)
         self._assign(item.deputy, "deputy", item)
         wanted = {
@@ -306,6 +303,7 @@ class _Runner:
             deputy_id=values["deputy"].id if "deputy" in values else item.deputy_id,
             deadline=values.get("deadline", item.deadline),
             description=values.get("description", item.description or ""),
+            note=self.note,
         )
         update = self._call(
             ACTION_FIELD_COLUMNS,
@@ -314,7 +312,6 @@ class _Runner:
         )
         if update is None:
             return False
-        self._sign(update)
         if "owner" in values:
             self._assign(values["owner"], "owner", item)
         if "deputy" in values:
@@ -326,11 +323,16 @@ class _Runner:
         asked = [key for key in MOVE_VALUES if key in values]
         if not asked:
             return True
+        # The row's own note, and only that, meets the moves that need one (reopen, send back,
+        # cancel, report a completion): the import's mark is added to it, never given in its place.
+        note, target = values.get("note"), values.get("status", item.status)
+        move = workflow.move_for(item.status, target) if target != item.status else None
+        needs_note = move is not None and (move.needs_note or move.needs_note_or_evidence)
         request = commands.UpdateRequest(
             version=item.version,
             status=values.get("status"),
             progress=values.get("progress"),
-            note=values.get("note") or "",
+            note=f"{self.note}: {note}" if note else "" if needs_note else self.note,
         )
         update = self._call(
             ACTION_FIELD_COLUMNS,
@@ -339,7 +341,6 @@ class _Runner:
         )
         if update is None:
             return False
-        self._sign(update)
         if "progress" in values and item.progress != values["progress"]:
             self._problem(
                 "progress",

@@ -7,8 +7,11 @@ An import goes through three steps, each usable alone (the web preview, the conf
 2. :func:`plan_import` validates every row against the database and decides, for each
    recommendation and each action, whether it is created, updated or left alone, listing every
    problem with its row and column; it writes nothing;
-3. :func:`tracker.transfer.apply.apply_import` writes a plan without problems and flushes; the caller
-   commits once, so that all rows are written or none.
+3. :func:`tracker.transfer.apply.rehearse` runs the rows through the action commands and the
+   recommendation service inside a savepoint that it rolls back, adding what they refuse to the
+   problems (the preview); :func:`tracker.transfer.apply.apply_import` runs them the same way and
+   keeps the writes only if none is refused; the caller commits once, so that all rows are
+   written or none.
 
 Decisions (see also the README of the feature in the report templates, and the docstrings of
 :mod:`tracker.transfer.columns`, :mod:`tracker.transfer.read` and :mod:`tracker.transfer.apply`):
@@ -598,7 +601,14 @@ def describe_plan(plan: ImportPlan) -> list[str]:
                 )
             )
     lines.extend(_("Warning: %(text)s", text=w) for w in plan.warnings)
-    for p in plan.problems:
+    lines.extend(problem_lines(plan.problems))
+    return lines
+
+
+def problem_lines(problems: Iterable[Problem]) -> list[str]:
+    """Each problem as one line of text: where (row, column) and what."""
+    lines = []
+    for p in problems:
         where = _("row %(row)d", row=p.row) if p.row else _("file")
         lines.append(f"{_('Problem')}: {where}, {p.column or '–'}: {p.message}")
     return lines

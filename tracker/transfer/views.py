@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
 from tracker.actions import queries
-from tracker.actions.services import overdue_clause
+from tracker.actions.queries import overdue_clause
 from tracker.dashboard import reports
 from tracker.dashboard import services as dashboard
 from tracker.dashboard.views import parse_filters
@@ -104,30 +104,34 @@ def preview(token: str) -> ResponseReturnValue:
     stored = uploads.load_upload(token, current_user.id, now)
     if stored is None:
         abort(404)
-    plan = _plan(stored)
+    note = _("Imported from %(name)s", name=stored.filename)
+    # The preview runs every row through the commands and rolls them back; the confirmation
+    # runs them once and keeps the writes only if none is refused.
+    plan = _plan(stored, now, rehearse=request.method == "GET")
     if plan is None:
         return redirect(url_for(".upload"), 303)
     error, status = None, 200
     if request.method == "POST":
+        refused = _(
+            "Nothing was imported: correct the problems listed below in your file, then upload it again."
+        )
         if plan.problems:
-            error = _(
-                "Nothing was imported: correct the problems listed below in your file, then upload it again."
-            )
-            status = 422
+            apply.rehearse(plan, current_user, now, note)  # list what the rules refuse too
+            error, status = refused, 422
         elif not plan.changes_anything:
             uploads.discard_upload(token)
             flash(_("Nothing to import: the file matches what tracker holds."), "info")
             return redirect(url_for(".upload"), 303)
         else:
             try:
-                counts = apply.apply_import(
-                    plan, current_user, now, _("Imported from %(name)s", name=stored.filename)
-                )
+                counts = apply.apply_import(plan, current_user, now, note)
                 db.session.commit()
+            except apply.ImportRefused:
+                error, status = refused, 422
             except (IntegrityError, StaleDataError):
                 db.session.rollback()
                 log.info("import of %s refused at write time", stored.filename, exc_info=True)
-                plan = _plan(stored)
+                plan = _plan(stored, now)
                 if plan is None:
                     return redirect(url_for(".upload"), 303)
                 error = _(
@@ -164,8 +168,12 @@ def cancel(token: str) -> ResponseReturnValue:
     return redirect(url_for(".upload"), 303)
 
 
-def _plan(stored: uploads.StoredUpload) -> ImportPlan | None:
-    """Read and plan a stored file again; None (with a message) if it can no longer be read."""
+def _plan(stored: uploads.StoredUpload, now: datetime, *, rehearse: bool = True) -> ImportPlan | None:
+    """Read and plan a stored file again; None (with a message) if it can no longer be read.
+
+    With ``rehearse``, the rows also go through the commands (rolled back), and what they refuse
+    is listed with the other problems.
+    """
     max_bytes, max_rows = _limits()
     try:
         table = read.read_table(stored.data, stored.filename, max_bytes=max_bytes, max_rows=max_rows)
@@ -173,7 +181,10 @@ def _plan(stored: uploads.StoredUpload) -> ImportPlan | None:
         uploads.discard_upload(stored.token)
         flash(exc.message, "error")
         return None
-    return plan_import(table)
+    plan = plan_import(table)
+    if rehearse:
+        apply.rehearse(plan, current_user, now, _("Imported from %(name)s", name=stored.filename))
+    return plan
 
 
 def _summary(counts: dict[str, int]) -> str:
