@@ -1,15 +1,17 @@
-"""The dashboard page: figures for the offices the user may see, narrowed by filters in the URL."""
+"""The dashboard page and the printable reports: figures for the offices the user may see, narrowed by
+filters in the URL."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, abort, render_template, request
 from flask_login import current_user, login_required
 
-from tracker.dashboard import charts, services
-from tracker.permissions import Perm, require
+from tracker.dashboard import charts, reports, services
+from tracker.offices.services import get_office
+from tracker.permissions import Perm, office_scope, require
 
 bp = Blueprint("dashboard", __name__)
 
@@ -51,5 +53,51 @@ def index() -> str:
         office_chart=charts.office_progress_chart(data.offices),
         quarter_chart=charts.completion_chart(data.quarters),
         quarter_label=charts.quarter_label,
+        due_soon_days=services.DUE_SOON_DAYS,
+    )
+
+
+# --- reports ---------------------------------------------------------------------------------
+
+
+@bp.route("/reports/programme")
+@login_required
+def programme_report() -> str:
+    """The printable report of the whole programme (those who see every office; others: 403)."""
+    require(current_user, Perm.VIEW_DASHBOARD)
+    if office_scope(current_user) is not None:
+        abort(403)
+    now = datetime.now(UTC)
+    choices = services.filter_choices(current_user)
+    filters, dropped = parse_filters(request.args, choices)
+    report = reports.build_report(current_user, now, filters, choices.offices)
+    return render_template(
+        "dashboard/report.html",
+        report=report,
+        filters=filters,
+        choices=choices,
+        dropped=dropped,
+        now=now,
+        due_soon_days=services.DUE_SOON_DAYS,
+    )
+
+
+@bp.route("/reports/offices/<code>")
+@login_required
+def office_report(code: str) -> str:
+    """The printable report of one office (404 for an office the user may not see)."""
+    office = get_office(current_user, code)
+    now = datetime.now(UTC)
+    choices = services.filter_choices(current_user)
+    chosen, dropped = parse_filters(request.args, choices)
+    filters = services.Filters(source_id=chosen.source_id, theme=chosen.theme, office_code=office.code)
+    report = reports.build_report(current_user, now, filters, [office], office)
+    return render_template(
+        "dashboard/report.html",
+        report=report,
+        filters=filters,
+        choices=choices,
+        dropped=dropped,
+        now=now,
         due_soon_days=services.DUE_SOON_DAYS,
     )

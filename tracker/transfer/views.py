@@ -28,12 +28,10 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from tracker.actions import queries
 from tracker.actions.queries import overdue_clause
-from tracker.dashboard import reports
 from tracker.dashboard import services as dashboard
 from tracker.dashboard.views import parse_filters
 from tracker.extensions import db
-from tracker.offices.services import get_office
-from tracker.permissions import Perm, office_scope, require
+from tracker.permissions import Perm, require
 from tracker.transfer import apply, columns, export, read, uploads
 from tracker.transfer.forms import ConfirmForm, UploadForm
 from tracker.transfer.plan import ImportPlan, plan_import
@@ -299,49 +297,3 @@ def _send_workbook(out: io.BytesIO, size: int, name: str) -> Response:
     response = send_file(out, mimetype=XLSX_MIMETYPE, as_attachment=True, download_name=name, max_age=0)
     response.content_length = size
     return _attachment(response, name)
-
-
-# --- reports ---------------------------------------------------------------------------------
-
-
-@bp.route("/reports/programme")
-@login_required
-def programme_report() -> str:
-    """The printable report of the whole programme (those who see every office; others: 403)."""
-    require(current_user, Perm.VIEW_DASHBOARD)
-    if office_scope(current_user) is not None:
-        abort(403)
-    now = _now()
-    choices = dashboard.filter_choices(current_user)
-    filters, dropped = parse_filters(request.args, choices)
-    report = reports.build_report(current_user, now, filters, choices.offices)
-    return render_template(
-        "transfer/report.html",
-        report=report,
-        filters=filters,
-        choices=choices,
-        dropped=dropped,
-        now=now,
-        due_soon_days=dashboard.DUE_SOON_DAYS,
-    )
-
-
-@bp.route("/reports/offices/<code>")
-@login_required
-def office_report(code: str) -> str:
-    """The printable report of one office (404 for an office the user may not see)."""
-    office = get_office(current_user, code)
-    now = _now()
-    choices = dashboard.filter_choices(current_user)
-    chosen, dropped = parse_filters(request.args, choices)
-    filters = dashboard.Filters(source_id=chosen.source_id, theme=chosen.theme, office_code=office.code)
-    report = reports.build_report(current_user, now, filters, [office], office)
-    return render_template(
-        "transfer/report.html",
-        report=report,
-        filters=filters,
-        choices=choices,
-        dropped=dropped,
-        now=now,
-        due_soon_days=dashboard.DUE_SOON_DAYS,
-    )
