@@ -17,11 +17,19 @@ import sqlalchemy as sa
 from sqlalchemy.orm import contains_eager
 
 from tracker.extensions import db
-from tracker.models import CLOSED_STATUSES, ActionItem, ActionUpdate, Office, Recommendation, Status, User
+from tracker.models import (
+    CLOSED_STATUSES,
+    DONE_STATUSES,
+    ActionItem,
+    ActionUpdate,
+    Office,
+    Recommendation,
+    Status,
+    User,
+    completion_rate,
+)
 from tracker.permissions import Perm, can
 
-#: Statuses that count as done for the completion rate (as on the dashboard).
-DONE_STATUSES = (Status.COMPLETED.value, Status.VERIFIED.value)
 _CLOSED = sorted(s.value for s in CLOSED_STATUSES)
 #: Rows shown per list in one digest; the rest is summed up with a link to the actions page.
 LIST_LIMIT = 50
@@ -122,7 +130,7 @@ class OfficeFigures:
 def _rate(by_status: dict[str, int]) -> float | None:
     counted = sum(n for s, n in by_status.items() if s != Status.CANCELLED.value)
     done = sum(by_status.get(s, 0) for s in DONE_STATUSES)
-    return done / counted if counted else None
+    return completion_rate(done, counted)
 
 
 @dataclass(frozen=True)
