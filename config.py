@@ -64,19 +64,32 @@ class Config:
     MAIL_USERNAME = os.environ.get("MAIL_USERNAME") or None
     MAIL_PASSWORD = os.environ.get("MAIL_PASSWORD") or None
     MAIL_DEFAULT_SENDER = os.environ.get("MAIL_DEFAULT_SENDER", "tracker@localhost")
+    #: Seconds to wait for the connection, the greeting and each command's reply.
     MAIL_TIMEOUT = _env_int("MAIL_TIMEOUT", 30)
+    #: Seconds to wait for the reply to the end of DATA (RFC 5321 §4.5.3.2.6 asks for 10 minutes):
+    #: a relay that is still storing the message must not be given up on, or it gets a second copy.
+    MAIL_DATA_TIMEOUT = _env_int("MAIL_DATA_TIMEOUT", 600)
     #: Without MAIL_SERVER, each message is written here as an .eml file (and counts as sent).
     TRACKER_MAIL_DIR = os.environ.get("TRACKER_MAIL_DIR") or str(INSTANCE_DIR / "mail")
-    #: Dispatch: rows per batch (one SMTP connection each), and how long a claim on them lasts
-    #: (longer than a batch can take: batch × MAIL_TIMEOUT; after it a crashed dispatcher's rows
-    #: are taken again).
-    TRACKER_DISPATCH_BATCH = _env_int("TRACKER_DISPATCH_BATCH", 50)
-    TRACKER_DISPATCH_LEASE = _env_int("TRACKER_DISPATCH_LEASE", 1800)
-    #: Retries after a temporary failure: base × 2^(attempts − 1) seconds, at most MAX seconds;
-    #: after MAX_ATTEMPTS tries the message is marked failed.
+    #: Dispatch: rows claimed at a time (sent over one SMTP connection).
+    TRACKER_DISPATCH_BATCH = _env_int("TRACKER_DISPATCH_BATCH", 20)
+    #: How long a dispatcher's claim on its rows lasts; it renews the claim every third of this
+    #: while it works, so the rows of a dispatcher that died are free again at most this long after.
+    #: (Replaces TRACKER_DISPATCH_LEASE, which is no longer read.)
+    TRACKER_DISPATCH_CLAIM_SECONDS = _env_int("TRACKER_DISPATCH_CLAIM_SECONDS", 60)
+    #: Retries after a temporary failure: base × 2^(attempts − 1) seconds apart, at most MAX seconds.
     TRACKER_MAIL_RETRY_BASE = _env_int("TRACKER_MAIL_RETRY_BASE", 60)
     TRACKER_MAIL_RETRY_MAX = _env_int("TRACKER_MAIL_RETRY_MAX", 6 * 3600)
-    TRACKER_MAIL_MAX_ATTEMPTS = _env_int("TRACKER_MAIL_MAX_ATTEMPTS", 10)
+    #: Seconds, from a message's first try, during which temporary failures are tried again (the
+    #: last try falls at its end); then the message is marked failed. Replaces
+    #: TRACKER_MAIL_MAX_ATTEMPTS, which is no longer read.
+    TRACKER_MAIL_RETRY_WINDOW = _env_int("TRACKER_MAIL_RETRY_WINDOW", 3 * 24 * 3600)
+    #: A message in flight each time the connection broke this many times is marked failed on its
+    #: own (the relay drops it; the other messages go out).
+    TRACKER_MAIL_MAX_BREAKS = _env_int("TRACKER_MAIL_MAX_BREAKS", 3)
+
+    #: Admins get a banner and one alert mail when the relay has been failing this long (seconds).
+    TRACKER_RELAY_ALERT_AFTER = _env_int("TRACKER_RELAY_ALERT_AFTER", 3600)
 
     BABEL_DEFAULT_LOCALE = "en"
     BABEL_DEFAULT_TIMEZONE = "UTC"

@@ -183,6 +183,20 @@ def world(app: Flask) -> World:
 
 
 @pytest.fixture
+def mail_settings(app: Flask) -> Iterator[Callable[..., None]]:
+    """Change app settings for one test (``mail_settings(MAIL_TIMEOUT=1)``) and restore them afterwards."""
+    saved: dict[str, object] = {}
+
+    def set_(**settings: object) -> None:
+        for key in settings:
+            saved.setdefault(key, app.config.get(key))
+        app.config.update(settings)
+
+    yield set_
+    app.config.update(saved)
+
+
+@pytest.fixture
 def count_queries(app: Flask):
     """Context manager factory counting the SQL statements the app runs inside it."""
     from contextlib import contextmanager

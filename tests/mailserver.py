@@ -1,14 +1,26 @@
 """Real mail servers on loopback for the tests: an SMTP server (aiosmtpd) that records every message
-and can be told to refuse, and a "silent" server that accepts connections and never says a word.
+and can be told to misbehave, and a "silent" server that accepts connections and never says a word.
 
-Import the fixtures into conftest.py: ``smtp_server`` and ``silent_server``.
+Faults the SMTP server injects (``RecordingHandler``): refuse the next K messages at the end of DATA
+(e.g. 451), refuse chosen recipients (e.g. 550), and for chosen recipients (or every message) at the
+end of DATA: drop the connection without a reply (not delivered), keep the message and never
+answer, or keep it and answer late; ``slow`` delays every reply. ``deliveries()`` counts the copies
+the server kept per Message-ID (a kept message counts even when its reply never reached the client:
+a real relay would deliver it).
+
+Import the fixtures into conftest.py: ``smtp_server`` and ``silent_server``; ``start_smtp_server()``
+runs one outside a fixture (for tests that point processes at it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
-from collections import deque
+import threading
+import time
+from collections import Counter, deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -28,6 +40,8 @@ class Received:
     raw: bytes
     #: Client address and port: messages sent over one connection share it.
     peer: Any
+    #: When the server got the end of DATA (time.monotonic()).
+    at: float = field(default_factory=time.monotonic)
 
     def parsed(self) -> EmailMessage:
         """The message, parsed with the standard library."""
@@ -49,6 +63,17 @@ class RecordingHandler:
     refused: list[str] = field(default_factory=list)
     #: Messages refused at the end of DATA (to compare tries of one message).
     refused_messages: list[Received] = field(default_factory=list)
+    #: Faults at the end of DATA for one address (lower case), on every try:
+    #: ("drop" | "hang" | "late", seconds).
+    data_faults: dict[str, tuple[str, float]] = field(default_factory=dict)
+    #: The same for every message (after data_faults and data_replies): None, or ("late", seconds) …
+    every_data_fault: tuple[str, float] | None = None
+    #: Seconds to wait before every reply to MAIL, RCPT and the end of DATA.
+    slow: float = 0.0
+    #: Messages the connection was dropped on (not delivered).
+    dropped: list[Received] = field(default_factory=list)
+    #: Serialises appends from the server's thread with reads from the test.
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def refuse_data(self, reply: str, times: int = 1) -> None:
         """Answer the next ``times`` messages with ``reply`` instead of accepting them."""
@@ -57,6 +82,47 @@ class RecordingHandler:
     def refuse_rcpt(self, address: str, reply: str, times: int = 1) -> None:
         """Refuse ``address`` at RCPT TO the next ``times`` times."""
         self.rcpt_replies.setdefault(address.lower(), deque()).extend([reply] * times)
+
+    def drop_at_data_end(self, address: str) -> None:
+        """Close the connection, without a reply, at the end of DATA of every message to ``address``."""
+        self.data_faults[address.lower()] = ("drop", 0.0)
+
+    def hang_at_data_end(self, address: str | None = None) -> None:
+        """Keep the message (to ``address``, or every one) and never answer the end of DATA."""
+        if address is None:
+            self.every_data_fault = ("hang", 0.0)
+        else:
+            self.data_faults[address.lower()] = ("hang", 0.0)
+
+    def answer_late(self, seconds: float, address: str | None = None) -> None:
+        """Keep the message (to ``address``, or every one) and answer 250 after ``seconds``."""
+        if address is None:
+            self.every_data_fault = ("late", seconds)
+        else:
+            self.data_faults[address.lower()] = ("late", seconds)
+
+    def heal(self) -> None:
+        """No more faults: every message is accepted at once."""
+        self.data_replies.clear()
+        self.rcpt_replies.clear()
+        self.data_faults.clear()
+        self.every_data_fault = None
+        self.slow = 0.0
+
+    def deliveries(self) -> Counter[str]:
+        """Copies kept per Message-ID."""
+        with self.lock:
+            return Counter(str(m.parsed()["Message-ID"]) for m in self.messages)
+
+    async def _pause(self) -> None:
+        if self.slow:
+            await asyncio.sleep(self.slow)
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
+        await self._pause()
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
         self.connections += 1
@@ -69,6 +135,7 @@ class RecordingHandler:
         return f"250 {server.hostname}"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        await self._pause()
         replies = self.rcpt_replies.get(address.lower())
         if replies:
             reply = replies.popleft()
@@ -80,12 +147,25 @@ class RecordingHandler:
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
         raw = envelope.original_content or envelope.content
         received = Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(raw), session.peer)
-        if self.data_replies:
+        await self._pause()
+        fault = self.data_faults.get(envelope.rcpt_tos[0].lower()) if envelope.rcpt_tos else None
+        if fault is None and self.data_replies:
             reply = self.data_replies.popleft()
             self.refused.append(reply)
             self.refused_messages.append(received)
             return reply
-        self.messages.append(received)
+        fault = fault or self.every_data_fault
+        if fault is not None and fault[0] == "drop":
+            with self.lock:
+                self.dropped.append(received)
+            server.transport.close()  # the client reads end of file instead of a reply
+            await asyncio.sleep(3600)  # cancelled when aiosmtpd sees the connection lost
+        with self.lock:
+            self.messages.append(received)  # kept: from here on a relay would deliver it
+        if fault is not None and fault[0] == "hang":
+            await asyncio.sleep(3600)
+        if fault is not None and fault[0] == "late":
+            await asyncio.sleep(fault[1])
         return "250 Message accepted for delivery"
 
 
@@ -122,19 +202,27 @@ class SmtpServer:
         return old
 
 
-@pytest.fixture
-def smtp_server(app) -> Iterator[SmtpServer]:
-    """A real SMTP server on loopback; the app sends to it for the length of the test."""
+@contextmanager
+def start_smtp_server() -> Iterator[SmtpServer]:
+    """A real SMTP server on loopback for the length of the block."""
     handler = RecordingHandler()
     controller = _LoopbackController(handler)
     controller.start()
-    server = SmtpServer("127.0.0.1", controller.port, handler)
-    old = server.configure(app, MAIL_TIMEOUT=5)
     try:
-        yield server
+        yield SmtpServer("127.0.0.1", controller.port, handler)
     finally:
-        app.config.update(old)
         controller.stop()
+
+
+@pytest.fixture
+def smtp_server(app) -> Iterator[SmtpServer]:
+    """A real SMTP server on loopback; the app sends to it for the length of the test."""
+    with start_smtp_server() as server:
+        old = server.configure(app, MAIL_TIMEOUT=5)
+        try:
+            yield server
+        finally:
+            app.config.update(old)
 
 
 @dataclass

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from tracker.extensions import db
-from tracker.models import Notification, NotificationKind, User
+from tracker.models import Notification, NotificationKind, RelayHealth, User
 from tracker.notifications import tokens
 from tracker.notifications.dispatch import DispatchResult, claim, dispatch, retry_delay
 from tracker.notifications.outbox import Email, enqueue
@@ -74,20 +74,6 @@ def _dispatch(app, now: datetime = NOW, **kwargs) -> DispatchResult:
         return dispatch(now, **kwargs)
 
 
-@pytest.fixture
-def mail_settings(app):
-    """Change app settings for one test and restore them afterwards."""
-    saved: dict[str, object] = {}
-
-    def set_(**settings) -> None:
-        for key in settings:
-            saved.setdefault(key, app.config.get(key))
-        app.config.update(settings)
-
-    yield set_
-    app.config.update(saved)
-
-
 def _closed_port() -> int:
     """A loopback port nobody listens on: connecting is refused."""
     with socket.create_server(("127.0.0.1", 0)) as s:
@@ -114,7 +100,17 @@ def test_dispatch_sends_each_message_once(app, world, smtp_server):
         assert message.mail_from == app.config["MAIL_DEFAULT_SENDER"]
     for notification_id in ids:
         row = _row(app, notification_id)
-        assert (row.state, row.attempts, row.sent_at, row.claimed_until) == ("sent", 1, NOW, None)
+        assert (row.state, row.attempts, row.sent_at, row.claimed_until, row.claimed_by) == (
+            "sent",
+            1,
+            NOW,
+            None,
+            None,
+        )
+        assert row.relay_reply == "250 Message accepted for delivery" and row.first_tried_at == NOW
+    with app.app_context():
+        health = db.session.get(RelayHealth, "smtp")
+        assert (health.last_success_at, health.failing_since) == (NOW, None)
 
 
 def test_one_connection_per_batch(app, world, smtp_server):
@@ -192,65 +188,75 @@ def test_a_refused_recipient_uses_its_code_and_the_connection_goes_on(app, world
     assert [m.rcpt_tos for m in smtp_server.messages] == [[world.users["manager_sg"]]]
 
 
-def test_back_off_doubles_up_to_the_cap_then_gives_up(app, world, mail_settings):
-    mail_settings(
-        MAIL_SERVER="127.0.0.1",
-        MAIL_PORT=_closed_port(),
-        MAIL_TIMEOUT=2,
-        TRACKER_MAIL_RETRY_BASE=60,
-        TRACKER_MAIL_RETRY_MAX=300,
-        TRACKER_MAIL_MAX_ATTEMPTS=6,
-    )
+def test_back_off_doubles_up_to_the_cap_and_the_last_try_ends_the_window(
+    app, world, smtp_server, mail_settings
+):
+    mail_settings(TRACKER_MAIL_RETRY_BASE=60, TRACKER_MAIL_RETRY_MAX=300, TRACKER_MAIL_RETRY_WINDOW=1000)
+    smtp_server.handler.refuse_data("451 4.3.0 Try again later", times=10)
     notification_id = _enqueue(app, world)
     now, waits = NOW, []
     for attempt in range(1, 6):
         assert _dispatch(app, now) == DispatchResult(retried=1)
         row = _row(app, notification_id)
-        assert row.attempts == attempt and "cannot connect" in row.last_error
+        assert (row.attempts, row.first_tried_at, row.breaks) == (attempt, NOW, 0)
         waits.append(int((row.next_attempt_at - now).total_seconds()))
         now = row.next_attempt_at
-    assert waits == [60, 120, 240, 300, 300]
+    assert waits == [60, 120, 240, 300, 280]  # the last try falls on the end of the window
+    assert now == NOW + timedelta(seconds=1000)
     assert _dispatch(app, now) == DispatchResult(failed=1)
     row = _row(app, notification_id)
     assert row.state == "failed" and row.attempts == 6
-    assert row.last_error.startswith("gave up after 6 attempts: cannot connect")
+    assert row.last_error.startswith("gave up after 6 attempts since 2026-11-24 01:00 UTC: 451 4.3.0")
 
 
 def test_default_back_off_schedule(app):
     config = app.config
-    assert (config["TRACKER_MAIL_RETRY_BASE"], config["TRACKER_MAIL_MAX_ATTEMPTS"]) == (60, 10)
+    assert config["TRACKER_MAIL_RETRY_BASE"] == 60
+    assert config["TRACKER_MAIL_RETRY_WINDOW"] == 3 * 24 * 3600 and config["TRACKER_MAIL_MAX_BREAKS"] == 3
     minutes = [retry_delay(n, config).total_seconds() / 60 for n in range(1, 11)]
     assert minutes == [1, 2, 4, 8, 16, 32, 64, 128, 256, 360]  # capped at six hours
     assert retry_delay(10_000, config) == timedelta(hours=6)
 
 
-def test_connection_refused_retries_every_row_of_the_batch(app, world, mail_settings):
+def test_an_unreachable_relay_charges_nobody(app, world, mail_settings):
+    """No message was in flight: every row keeps its attempts and its place; the relay is failing."""
     mail_settings(MAIL_SERVER="127.0.0.1", MAIL_PORT=_closed_port())
     ids = [_enqueue(app, world, who) for who in ("focal_sg", "focal_my", "manager_sg")]
-    assert _dispatch(app) == DispatchResult(retried=3)
+    result = _dispatch(app)
+    assert result == DispatchResult(deferred=3) and "ConnectionRefusedError" in result.relay_error
     for notification_id in ids:
         row = _row(app, notification_id)
-        assert (row.state, row.attempts, row.next_attempt_at) == ("pending", 1, NOW + timedelta(minutes=1))
-        assert "ConnectionRefusedError" in row.last_error
+        assert (row.state, row.attempts, row.next_attempt_at, row.first_tried_at) == ("pending", 0, NOW, None)
+        assert (row.claimed_until, row.claimed_by, row.breaks) == (None, None, 0)
+    with app.app_context():
+        health = db.session.get(RelayHealth, "smtp")
+        assert (health.failing_since, health.last_failure_at, health.last_success_at) == (NOW, NOW, None)
+        assert "ConnectionRefusedError" in health.last_error
+    later = NOW + timedelta(minutes=5)
+    assert _dispatch(app, later).deferred == 3
+    with app.app_context():
+        health = db.session.get(RelayHealth, "smtp")
+        assert (health.failing_since, health.last_failure_at) == (NOW, later)  # one outage
 
 
 def test_a_silent_server_cannot_hold_dispatch(app, world, silent_server):
     ids = [_enqueue(app, world, who) for who in ("focal_sg", "focal_my")]
     assert app.config["MAIL_TIMEOUT"] == 1
     started = time.monotonic()
-    assert _dispatch(app) == DispatchResult(retried=2)
+    result = _dispatch(app)
     elapsed = time.monotonic() - started
     assert 0.9 <= elapsed < 3, elapsed  # one wait for the greeting, then the batch waits for later
+    assert result == DispatchResult(deferred=2) and "timed out" in result.relay_error
     for notification_id in ids:
         row = _row(app, notification_id)
-        assert row.state == "pending" and "timed out" in row.last_error
+        assert (row.state, row.attempts, row.last_error) == ("pending", 0, None)
 
 
 def test_mail_timeout_bounds_the_wait(app, world, silent_server, mail_settings):
     mail_settings(MAIL_TIMEOUT=2)
     _enqueue(app, world)
     started = time.monotonic()
-    assert _dispatch(app) == DispatchResult(retried=1)
+    assert _dispatch(app) == DispatchResult(deferred=1)
     assert 1.9 <= time.monotonic() - started < 4
 
 
@@ -259,12 +265,15 @@ def test_mail_timeout_bounds_the_wait(app, world, silent_server, mail_settings):
 
 def test_a_claimed_row_is_left_alone_until_the_claim_expires(app, world, smtp_server):
     notification_id = _enqueue(app, world)
-    lease = timedelta(seconds=app.config["TRACKER_DISPATCH_LEASE"])
+    lease = timedelta(seconds=app.config["TRACKER_DISPATCH_CLAIM_SECONDS"])
     with app.app_context():
         # A dispatcher claims the row and dies before sending it.
-        assert [r.id for r in claim(NOW, 10, lease)] == [notification_id]
-        assert claim(NOW, 10, lease) == []  # a second dispatcher does not get it
-    assert _row(app, notification_id).claimed_until == NOW + lease
+        assert [r.id for r in claim(NOW, 10, lease, "dead")] == [notification_id]
+        assert claim(NOW, 10, lease, "other") == []  # a second dispatcher does not get it
+    assert (_row(app, notification_id).claimed_until, _row(app, notification_id).claimed_by) == (
+        NOW + lease,
+        "dead",
+    )
     assert _dispatch(app, NOW + lease - timedelta(seconds=1)) == DispatchResult()
     assert smtp_server.messages == []
     # Once the claim has expired, the row is taken again and sent, once.
@@ -272,7 +281,7 @@ def test_a_claimed_row_is_left_alone_until_the_claim_expires(app, world, smtp_se
     assert _dispatch(app, NOW + lease + timedelta(seconds=2)) == DispatchResult()
     assert len(smtp_server.messages) == 1
     row = _row(app, notification_id)
-    assert (row.state, row.attempts, row.claimed_until) == ("sent", 1, None)
+    assert (row.state, row.attempts, row.claimed_until, row.claimed_by) == ("sent", 1, None, None)
 
 
 def test_rows_locked_by_another_dispatcher_are_skipped_not_waited_for(app, world):
@@ -285,20 +294,20 @@ def test_rows_locked_by_another_dispatcher_are_skipped_not_waited_for(app, world
             # Another dispatcher is in the middle of claiming the first row.
             other.execute(sa.select(Notification.id).where(Notification.id == ids[0]).with_for_update())
             started = time.monotonic()
-            claimed = claim(NOW, 10, lease)
+            claimed = claim(NOW, 10, lease, "me")
             assert time.monotonic() - started < 2
             other.rollback()
         assert [r.id for r in claimed] == ids[1:]
-        assert [r.id for r in claim(NOW, 10, lease)] == ids[:1]
+        assert [r.id for r in claim(NOW, 10, lease, "me")] == ids[:1]
 
 
 def test_a_claim_takes_at_most_a_batch(app, world):
     ids = [_enqueue(app, world, who) for who in ("focal_sg", "focal_my", "manager_sg", "manager", "reviewer")]
     with app.app_context():
-        assert [r.id for r in claim(NOW, 2, timedelta(minutes=5))] == ids[:2]
-        assert [r.id for r in claim(NOW, 2, timedelta(minutes=5))] == ids[2:4]
-        assert [r.id for r in claim(NOW, 2, timedelta(minutes=5))] == ids[4:]
-        assert claim(NOW, 2, timedelta(minutes=5)) == []
+        assert [r.id for r in claim(NOW, 2, timedelta(minutes=5), "me")] == ids[:2]
+        assert [r.id for r in claim(NOW, 2, timedelta(minutes=5), "me")] == ids[2:4]
+        assert [r.id for r in claim(NOW, 2, timedelta(minutes=5), "me")] == ids[4:]
+        assert claim(NOW, 2, timedelta(minutes=5), "me") == []
 
 
 def test_oldest_due_first(app, world, smtp_server):

@@ -160,7 +160,7 @@ def test_the_list_runs_a_bounded_number_of_statements(app, world, login_as, coun
     add(30, 3)
     with count_queries() as many:
         assert "33 messages" in c.get("/admin/outbox").text
-    assert len(many) == len(few) <= 6, many
+    assert len(many) == len(few) <= 8, many  # 6, and the backlog: counts by state, the oldest pending
 
 
 # --- one message -------------------------------------------------------------------------------

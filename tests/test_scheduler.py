@@ -13,7 +13,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from tracker.extensions import db
-from tracker.models import SchedulerLease
+from tracker.models import Notification, SchedulerLease
 from tracker.scheduler import LEASE_NAME, release_lease, try_lease
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +33,22 @@ def test_one_holder_at_a_time(app):
         assert lease.holder == "b" and lease.heartbeat_at == T0 + timedelta(seconds=61)
         release_lease("b", T0 + timedelta(seconds=70))
         assert try_lease("c", T0 + timedelta(seconds=71), TTL)  # released: no wait
+
+
+def test_dispatch_runs_again_when_a_dead_dispatchers_claims_lapse(app, tmp_path, monkeypatch):
+    """The takeover of the claims: the job names the moment the rows a dead dispatcher held are free."""
+    from tests.test_mail_faults import queue
+    from tracker.notifications.claims import claim
+    from tracker.scheduler import dispatch_job
+
+    monkeypatch.setitem(app.config, "TRACKER_MAIL_DIR", str(tmp_path / "mail"))
+    queue(app, 2, now=T0)
+    with app.app_context():
+        assert len(claim(T0, 10, timedelta(seconds=60), "dead:1:abc")) == 2  # then it was killed
+        assert dispatch_job(T0 + timedelta(seconds=5)) == T0 + timedelta(seconds=61)
+        assert dispatch_job(T0 + timedelta(seconds=61)) is None  # taken and sent (as .eml files)
+        states = set(db.session.scalars(sa.select(Notification.state)))
+    assert states == {"sent"}
 
 
 def _scheduler(database_url: str, log: Path, **extra: str) -> subprocess.Popen:

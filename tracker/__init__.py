@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import ConfigError, config_from_environment
-from tracker.extensions import babel, csrf, db, limiter, login_manager, mail, migrate
+from tracker.extensions import babel, csrf, db, limiter, login_manager, migrate
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,6 @@ def register_extensions(app: Flask) -> None:
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True, compare_type=True)
     csrf.init_app(app)
     limiter.init_app(app)
-    mail.init_app(app)
     babel.init_app(app, locale_selector=select_locale, timezone_selector=select_timezone)
 
     from tracker.auth.services import load_user
@@ -185,7 +185,26 @@ def register_template_helpers(app: Flask) -> None:
 
     @app.context_processor
     def inject() -> dict[str, Any]:
-        return {"can": lambda perm, obj=None: permissions.can(current_user, perm, obj)}
+        return {
+            "can": lambda perm, obj=None: permissions.can(current_user, perm, obj),
+            "relay_trouble": _relay_trouble(),
+        }
+
+
+#: Blueprints whose pages are the admin pages (the relay banner shows there).
+ADMIN_BLUEPRINTS = frozenset({"admin", "outbox"})
+
+
+def _relay_trouble() -> Any:
+    """The failing relay's health row on admin pages for admins (one query there), else None."""
+    from tracker import permissions
+    from tracker.notifications.health import relay_trouble
+
+    if request.blueprint not in ADMIN_BLUEPRINTS or not permissions.can(
+        current_user, permissions.Perm.MANAGE_OUTBOX
+    ):
+        return None
+    return relay_trouble(datetime.now(UTC))
 
 
 def register_commands(app: Flask) -> None:

@@ -287,20 +287,61 @@ def _compose_and_report(compose: Callable[[datetime], list[Any]], dry_run: bool)
 @click.option("--dry-run", is_flag=True, help="Only count the messages that are due; send nothing.")
 @with_appcontext
 def send_mail_command(dry_run: bool) -> None:
-    """Send every outbox message that is due now (the scheduler's dispatch job, by hand)."""
+    """Send every outbox message that is due now (the scheduler's dispatch job, by hand).
+
+    Exits 1 when the relay could not be reached or kept breaking the connection.
+    """
     from tracker.notifications.dispatch import MailConfigError, dispatch, due_count
+    from tracker.notifications.health import alert_admins
 
     now = datetime.now(UTC)
     try:
         if dry_run:
             click.echo(f"{due_count(now)} due; nothing sent (dry run).")
             return
-        result = dispatch(now)
+        result = dispatch()  # the real clock, read for every claim and every mark
+        if alert_admins(datetime.now(UTC)):  # the relay has failed for long: tell the admins, once
+            db.session.commit()
     except MailConfigError as exc:
         raise click.ClickException(str(exc)) from None
     except OperationalError as exc:
         raise click.ClickException(f"cannot use the database (DATABASE_URL): {exc.orig}") from None
-    click.echo(f"sent {result.sent}, retried {result.retried}, failed {result.failed}")
+    summary = f"sent {result.sent}, retried {result.retried}, failed {result.failed}"
+    click.echo(summary + (f", not tried {result.deferred}" if result.deferred else ""))
+    if result.relay_error:  # exit 1: cron or a monitor notices; the untried mail waits for the next run
+        raise click.ClickException(f"the relay failed; the rest waits for the next run: {result.relay_error}")
+
+
+@tracker_cli.command("outbox-status")
+@click.option(
+    "--max-age",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Exit with status 1 when the oldest pending message has waited longer than this (seconds).",
+)
+@with_appcontext
+def outbox_status_command(max_age: int | None) -> None:
+    """Print the outbox's counts by state and the age of its oldest pending message (for monitors)."""
+    from tracker.notifications.health import outbox_status, relay_trouble
+
+    now = datetime.now(UTC)
+    try:
+        status = outbox_status(now)
+        trouble = relay_trouble(now)
+    except OperationalError as exc:
+        raise click.ClickException(f"cannot use the database (DATABASE_URL): {exc.orig}") from None
+    click.echo(" ".join(f"{state}={count}" for state, count in status.counts.items()))
+    age = status.oldest_pending_age
+    if age is None:
+        click.echo("oldest pending: none")
+    else:
+        queued = f"{status.oldest_pending_at:%Y-%m-%d %H:%M:%S} UTC"
+        click.echo(f"oldest pending: {int(age.total_seconds())} s (queued {queued})")
+    if trouble is not None:
+        click.echo(f"relay failing since {trouble.failing_since:%Y-%m-%d %H:%M:%S} UTC: {trouble.last_error}")
+    if max_age is not None and age is not None and age.total_seconds() > max_age:
+        click.echo(f"ALERT: the oldest pending message has waited more than {max_age} s", err=True)
+        raise SystemExit(1)
 
 
 @tracker_cli.command("scheduler")

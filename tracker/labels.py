@@ -58,6 +58,7 @@ KIND_LABELS = {
     NotificationKind.PASSWORD_RESET: _l("password resets"),
     NotificationKind.REOPENED: _l("verified actions reopened"),
     NotificationKind.EXTENSION_DECIDED: _l("decisions on deadline extensions"),
+    NotificationKind.RELAY_ALERT: _l("alerts about the mail relay"),
 }
 
 

@@ -116,6 +116,7 @@ class NotificationKind(enum.StrEnum):
     PASSWORD_RESET = "password_reset"
     REOPENED = "reopened"
     EXTENSION_DECIDED = "extension_decided"
+    RELAY_ALERT = "relay_alert"
 
 
 class ExtensionState(enum.StrEnum):
@@ -601,10 +602,33 @@ class Notification(db.Model):
     last_error: Mapped[str | None] = mapped_column(sa.Text)
     #: A dispatcher has taken the row and is sending it until then; after that, it may be taken again.
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Which dispatcher holds the claim (host:pid:random), so that only it renews or releases it.
+    claimed_by: Mapped[str | None] = mapped_column(sa.String(100))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: When the relay accepted the message (its reply to the end of DATA is in ``relay_reply``).
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    relay_reply: Mapped[str | None] = mapped_column(sa.String(500))
+    #: The first try: temporary failures are retried until TRACKER_MAIL_RETRY_WINDOW after it.
+    first_tried_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: How often the connection broke while this message was in flight (a poison message fails alone).
+    breaks: Mapped[int] = mapped_column(default=0)
 
     recipient: Mapped[User | None] = relationship()
+
+
+class RelayHealth(db.Model):
+    """How the mail relay has been doing, one row per relay (``smtp``), for alerts and the outbox page."""
+
+    __tablename__ = "relay_health"
+
+    name: Mapped[str] = mapped_column(sa.String(50), primary_key=True)
+    #: Set at the first failure after a success; cleared by the next success.
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    #: When admins were last told that the relay is failing (once per outage).
+    alerted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Escalation(db.Model):

@@ -12,14 +12,17 @@ import sqlalchemy as sa
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
+from wtforms import SelectChoice
 
 from tracker.extensions import db
 from tracker.labels import kind_label
 from tracker.models import Notification, NotificationKind, NotificationState, SchedulerLease
-from tracker.notifications import dispatch
+from tracker.notifications import dispatch, health
 from tracker.notifications.compose import offices_without_manager
+from tracker.notifications.forms import ConfirmForm, ResendFailedForm
 from tracker.notifications.outbox import HeaderInjectionError, safe_header
 from tracker.permissions import Perm, require
 
@@ -134,6 +137,8 @@ def index() -> str:
         state_label=state_label,
         stale_after=int(STALE_AFTER.total_seconds() // 60),
         unmanaged=offices_without_manager(),
+        status=health.outbox_status(datetime.now(UTC)),
+        resend_form=_resend_form(request.args),
         smtp=bool(current_app.config.get("MAIL_SERVER")),
         mail_dir=current_app.config["TRACKER_MAIL_DIR"],
     )
@@ -178,3 +183,42 @@ def retry(notification_id: int) -> Response:
     else:
         flash(_("Only a failed message can be sent again."), "error")
     return redirect(url_for("outbox.detail", notification_id=notification_id))
+
+
+def _resend_form(args: Any) -> ResendFailedForm:
+    """The "send failed messages again" selection, read from the query string."""
+    form = ResendFailedForm(formdata=args if args.get("resend") else None)
+    form.kind.choices = [SelectChoice("", _("Any kind"))] + [
+        SelectChoice(k.value, kind_label(k.value)) for k in NotificationKind
+    ]
+    return form
+
+
+@bp.route("/resend", methods=["GET", "POST"])
+@login_required
+def resend_failed() -> Response | tuple[str, int]:
+    """Ask, then put every failed message of a kind and period back in the queue (admins)."""
+    require(current_user, Perm.MANAGE_OUTBOX)
+    selection = _resend_form(request.args)
+    if not selection.validate():
+        flash(_("Nothing was sent again: see the messages in the form."), "error")
+        return render_template("outbox/resend.html", form=selection, count=None, confirm=ConfirmForm()), 422
+    kind, since, until = selection.kind.data or None, selection.since.data, selection.until.data
+    confirm = ConfirmForm()
+    if request.method == "POST":
+        if not confirm.validate_on_submit():
+            return render_template("outbox/resend.html", form=selection, count=None, confirm=confirm), 400
+        now = datetime.now(UTC)
+        count = health.retry_failed(kind, since, until, now)
+        db.session.commit()
+        flash(
+            ngettext(
+                "%(num)d failed message will be sent again at the next dispatch.",
+                "%(num)d failed messages will be sent again at the next dispatch.",
+                count,
+            ),
+            "success",
+        )
+        return redirect(url_for("outbox.index", state="pending"))
+    count = health.count_failed(kind, since, until)
+    return render_template("outbox/resend.html", form=selection, count=count, confirm=confirm), 200

@@ -1,19 +1,23 @@
-"""Dispatch: send the outbox over SMTP (or into .eml files), with retries and back-off.
+"""Dispatch: send the outbox over SMTP (or into .eml files), one delivery record per message.
 
-One call claims the due rows in short transactions, sends each claimed batch over one SMTP
-connection outside any transaction, then marks every row of the batch and commits:
+A run claims small batches of due rows (tracker/notifications/claims.py), sends each batch over one
+SMTP connection outside any transaction (tracker/notifications/smtp.py), and records every
+message in its own short transaction as soon as its try ends:
 
-- claim: ``pending``, ``next_attempt_at <= now``, not claimed by a live dispatcher; the claim is
-  ``claimed_until = now + lease`` (PostgreSQL: ``FOR UPDATE SKIP LOCKED`` so that two dispatchers
-  never take the same row; a claim left by a crashed dispatcher expires and the row is taken again);
-- send: one message per row (one recipient), over one connection per batch with a socket timeout;
-- mark: sent (with its time); a temporary failure (4xx, refused, timeout, connection lost) is
-  tried again after an exponential back-off; a permanent one (5xx), an unsafe header, or too many
-  attempts marks the row failed with the error, for the admin outbox page.
+- sent: right after the relay's 250 at the end of DATA, with the relay's reply and the time read
+  then, before the next message is sent. A dispatcher that dies can therefore send again at most
+  the one message it had in flight, and that copy carries the same Message-ID (derived from the
+  idempotency key), so mail clients show it once;
+- a temporary failure (4xx, a broken connection) costs that message one attempt and is tried again
+  after an exponential back-off, until ``TRACKER_MAIL_RETRY_WINDOW`` (3 days) after its first try;
+- a permanent failure (5xx), an unsafe header, the end of the window, or a message that broke the
+  connection ``TRACKER_MAIL_MAX_BREAKS`` times marks that message failed, for the admin outbox page;
+- when the relay cannot be reached, no message was in flight: the rest of the batch is given back
+  untouched (no attempt charged, its place in the queue kept) and the run stops.
 
-Delivery is at least once: a dispatcher that dies between sending and committing sends the batch
-again once its claim has expired. The Message-ID is derived from the idempotency key, so a
-message sent twice carries the same id and mail clients show it once.
+After a break the next message gets a new connection, so one message that makes the relay drop
+the connection fails alone while the others go out; two breaks in a row stop the run. The relay's
+health (tracker/notifications/relay.py) is recorded on the way.
 """
 
 from __future__ import annotations
@@ -21,15 +25,11 @@ from __future__ import annotations
 import email.policy
 import hashlib
 import logging
-import os
-import smtplib
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,9 +39,12 @@ from werkzeug.routing import BuildError
 
 from tracker.extensions import db
 from tracker.models import Notification, NotificationState
-from tracker.notifications import tokens
+from tracker.notifications import claims, relay, smtp, tokens
+from tracker.notifications.claims import Clock, Outgoing, claim, due_count
 from tracker.notifications.outbox import HeaderInjectionError, safe_header
 from tracker.notifications.render import absolute_url
+
+__all__ = ["DispatchResult", "MailConfigError", "Outgoing", "claim", "dispatch", "due_count", "retry"]
 
 log = logging.getLogger(__name__)
 
@@ -51,19 +54,8 @@ log = logging.getLogger(__name__)
 # clients do not decode that header.
 POLICY = email.policy.SMTP.clone(cte_type="7bit", refold_source="none")
 
-#: Columns copied out of a claimed row, so that sending needs neither the session nor a transaction.
-_COLUMNS = (
-    Notification.id,
-    Notification.kind,
-    Notification.recipient_id,
-    Notification.to_address,
-    Notification.idempotency_key,
-    Notification.subject,
-    Notification.body_text,
-    Notification.body_html,
-    Notification.attempts,
-    Notification.next_attempt_at,
-)
+#: A relay that keeps failing is recorded at each failure; successes at most this often per run.
+_SUCCESS_RECORD_EVERY = timedelta(seconds=30)
 
 
 class MailConfigError(Exception):
@@ -72,43 +64,45 @@ class MailConfigError(Exception):
 
 @dataclass(frozen=True)
 class DispatchResult:
-    """What one dispatch did: messages sent, put back for a later try, and given up on."""
+    """What one dispatch did: messages sent, put back for a later try, given up on, and left
+    untried because the relay could not be reached (``relay_error`` says why)."""
 
     sent: int = 0
     retried: int = 0
     failed: int = 0
+    deferred: int = 0
+    relay_error: str | None = field(default=None, compare=False)
 
     def __add__(self, other: DispatchResult) -> DispatchResult:
         return DispatchResult(
-            self.sent + other.sent, self.retried + other.retried, self.failed + other.failed
+            self.sent + other.sent,
+            self.retried + other.retried,
+            self.failed + other.failed,
+            self.deferred + other.deferred,
+            other.relay_error or self.relay_error,
         )
 
 
-@dataclass(frozen=True)
-class Outgoing:
-    """A claimed row, detached from the session."""
-
-    id: int
-    kind: str
-    recipient_id: int | None
-    to_address: str
-    idempotency_key: str
-    subject: str
-    body_text: str
-    body_html: str
-    attempts: int
-    next_attempt_at: datetime
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    """How sending one message went: ``sent``, ``temporary`` or ``permanent`` (with the error)."""
-
-    result: str
-    error: str | None = None
-
-
 # --- settings ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The dispatch settings, read once per run."""
+
+    batch: int
+    claim: timedelta
+    max_breaks: int
+    window: timedelta
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Settings:
+        return cls(
+            batch=int(config["TRACKER_DISPATCH_BATCH"]),
+            claim=timedelta(seconds=int(config["TRACKER_DISPATCH_CLAIM_SECONDS"])),
+            max_breaks=int(config["TRACKER_MAIL_MAX_BREAKS"]),
+            window=timedelta(seconds=int(config["TRACKER_MAIL_RETRY_WINDOW"])),
+        )
 
 
 def check_mail_config(config: Mapping[str, Any]) -> None:
@@ -129,9 +123,11 @@ def check_mail_config(config: Mapping[str, Any]) -> None:
         raise MailConfigError(f"TRACKER_BASE_URL must be an ASCII http(s) address, not {base!r}")
     for name in (
         "MAIL_TIMEOUT",
+        "MAIL_DATA_TIMEOUT",
         "TRACKER_DISPATCH_BATCH",
-        "TRACKER_DISPATCH_LEASE",
-        "TRACKER_MAIL_MAX_ATTEMPTS",
+        "TRACKER_DISPATCH_CLAIM_SECONDS",
+        "TRACKER_MAIL_MAX_BREAKS",
+        "TRACKER_MAIL_RETRY_WINDOW",
     ):
         if int(config.get(name) or 0) < 1:
             raise MailConfigError(f"{name} must be at least 1")
@@ -205,287 +201,244 @@ def build_message(row: Outgoing | Notification, now: datetime) -> EmailMessage:
     return message
 
 
-# --- sending ----------------------------------------------------------------------------------
+# --- one run ----------------------------------------------------------------------------------
 
 
-def _open_smtp(config: Mapping[str, Any]) -> smtplib.SMTP:
-    """Connect (and STARTTLS, log in) with the configured timeout on every socket operation."""
-    timeout = float(config["MAIL_TIMEOUT"])
-    smtp_class = smtplib.SMTP_SSL if config.get("MAIL_USE_SSL") else smtplib.SMTP
-    smtp = smtp_class(config["MAIL_SERVER"], int(config["MAIL_PORT"]), timeout=timeout)
+def _clock(now: datetime | Clock | None) -> Clock:
+    """The clock of a run: the real one, or a fixed time (frozen time in tests and checks)."""
+    if now is None:
+        return lambda: datetime.now(UTC)
+    if isinstance(now, datetime):
+        if now.tzinfo is None:
+            raise ValueError("dispatch needs an aware datetime")
+        return lambda: now
+    return now
+
+
+def _build(row: Outgoing, now: datetime) -> bytes | smtp.Outcome:
+    """The bytes to send, or the permanent failure that keeps this row from ever being sent."""
     try:
-        if config.get("MAIL_USE_TLS"):
-            smtp.starttls()
-        if config.get("MAIL_USERNAME") and config.get("MAIL_PASSWORD"):
-            smtp.login(config["MAIL_USERNAME"], config["MAIL_PASSWORD"])
-    except BaseException:
-        smtp.close()
-        raise
-    return smtp
+        return build_message(row, now).as_bytes()
+    except HeaderInjectionError as exc:
+        return smtp.Outcome("permanent", f"not sent, unsafe header: {exc}")
+    except Exception as exc:
+        log.exception("notification %s cannot be built", row.id)
+        return smtp.Outcome("permanent", f"not sent, the message cannot be built: {exc}")
 
 
-def _close_smtp(smtp: smtplib.SMTP) -> None:
-    """Say QUIT if the connection still works; close the socket in any case."""
+def _try(row: Outgoing, sender: smtp.SmtpSender | smtp.FileSender, now: datetime) -> smtp.Outcome:
+    """Build and send one message; an error nobody foresaw fails this row, not the batch."""
+    raw = _build(row, now)
+    if isinstance(raw, smtp.Outcome):
+        return raw
     try:
-        if smtp.sock is not None:
-            smtp.quit()
-    except (smtplib.SMTPException, OSError):
-        pass
-    finally:
-        smtp.close()
+        return sender.send(row.id, row.to_address, raw)
+    except Exception as exc:
+        # Left uncaught, it would leave the batch claimed until the claims lapse, then resend it.
+        log.exception("notification %s: unexpected error while sending", row.id)
+        return smtp.Outcome("permanent", f"unexpected error while sending: {type(exc).__name__}: {exc}")
 
 
-def _describe(exc: BaseException) -> str:
-    """A one-line description of an SMTP or socket error for last_error."""
-    if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        code, text = next(iter(exc.recipients.values()))
-        return f"{code} {_text(text)}"
-    if isinstance(exc, smtplib.SMTPResponseException):
-        return f"{exc.smtp_code} {_text(exc.smtp_error)}"
-    if isinstance(exc, TimeoutError):
-        return f"timed out: {exc}" if str(exc) else "timed out"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def classify(exc: BaseException) -> _Outcome:
-    """Temporary (4xx, connection refused or lost, timeout) or permanent (5xx) failure."""
-    if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        code = next(iter(exc.recipients.values()))[0]
-    elif isinstance(exc, smtplib.SMTPResponseException):
-        code = exc.smtp_code
-    else:  # SMTPServerDisconnected, ConnectionRefusedError, TimeoutError, other OSError
-        return _Outcome("temporary", _describe(exc))
-    return _Outcome("permanent" if 500 <= code < 600 else "temporary", _describe(exc))
-
-
-class _SmtpSender:
-    """Sends the messages of one batch over one connection, opened at the first message."""
-
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        self.config = config
-        self.smtp: smtplib.SMTP | None = None
-        #: Set when the connection failed or was lost: the rest of the batch waits for a later try.
-        self.broken: str | None = None
-        self.envelope_from = parseaddr(self._sender())[1]
-
-    def _sender(self) -> str:
-        sender = self.config["MAIL_DEFAULT_SENDER"]
-        return f"{sender[0]} <{sender[1]}>" if isinstance(sender, tuple) else sender
-
-    def send(self, row: Outgoing, raw: bytes) -> _Outcome:
-        if self.broken:
-            return _Outcome("temporary", f"not tried, the connection failed: {self.broken}")
-        if self.smtp is None:
-            try:
-                self.smtp = _open_smtp(self.config)
-            except (smtplib.SMTPException, OSError) as exc:
-                # Whatever the code, a failed connection says nothing about this message.
-                self.broken = _describe(exc)
-                log.warning(
-                    "cannot connect to %s:%s: %s",
-                    self.config["MAIL_SERVER"],
-                    self.config["MAIL_PORT"],
-                    self.broken,
-                )
-                return _Outcome("temporary", f"cannot connect: {self.broken}")
-        try:
-            self.smtp.sendmail(self.envelope_from, [row.to_address], raw)
-        except (smtplib.SMTPException, OSError) as exc:
-            outcome = classify(exc)
-            if self.smtp.sock is None:  # smtplib closes the socket when the connection is lost
-                self.broken = outcome.error
-            log.info("notification %s to %s: %s", row.id, row.to_address, outcome.error)
-            return outcome
-        return _Outcome("sent")
-
-    def close(self) -> None:
-        if self.smtp is not None:
-            _close_smtp(self.smtp)
-            self.smtp = None
-
-
-class _FileSender:
-    """Without an SMTP server: writes each message to <TRACKER_MAIL_DIR>/<time>-<id>.eml."""
-
-    def __init__(self, directory: str, now: datetime) -> None:
-        self.directory = Path(directory)
-        self.stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-        self.broken: str | None = None
-
-    def send(self, row: Outgoing, raw: bytes) -> _Outcome:
-        path = self.directory / f"{self.stamp}-{row.id}.eml"
-        partial = path.with_suffix(".eml.part")
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            partial.write_bytes(raw)
-            os.replace(partial, path)  # a reader never sees half a message
-        except OSError as exc:
-            return _Outcome("temporary", f"cannot write {path}: {exc}")
-        return _Outcome("sent")
-
-    def close(self) -> None:
-        pass
-
-
-@contextmanager
-def _sender(config: Mapping[str, Any], now: datetime) -> Iterator[_SmtpSender | _FileSender]:
-    sender: _SmtpSender | _FileSender
-    if config.get("MAIL_SERVER"):
-        sender = _SmtpSender(config)
-    else:
-        sender = _FileSender(config["TRACKER_MAIL_DIR"], now)
-    try:
-        yield sender
-    finally:
-        sender.close()
-
-
-# --- the outbox -------------------------------------------------------------------------------
-
-
-def _due(now: datetime) -> sa.ColumnElement[bool]:
-    """Rows a dispatcher may take at ``now``."""
-    return sa.and_(
-        Notification.state == NotificationState.PENDING.value,
-        Notification.next_attempt_at <= now,
-        sa.or_(Notification.claimed_until.is_(None), Notification.claimed_until < now),
-    )
-
-
-def due_count(now: datetime) -> int:
-    """How many outbox rows a dispatch at ``now`` would take."""
-    return db.session.scalar(sa.select(sa.func.count()).select_from(Notification).where(_due(now))) or 0
-
-
-def claim(now: datetime, batch_size: int, lease: timedelta) -> list[Outgoing]:
-    """Claim up to ``batch_size`` due rows until ``now + lease`` and commit; oldest due first."""
-    # Two statements, not UPDATE … WHERE id IN (SELECT … LIMIT n FOR UPDATE): PostgreSQL may run
-    # such a subquery more than once and so claim more than n rows.
-    chosen = (
-        sa.select(Notification.id)
-        .where(_due(now))
-        .order_by(Notification.next_attempt_at, Notification.id)
-        .limit(batch_size)
-        # PostgreSQL: rows another dispatcher is claiming are skipped, not waited for.
-        .with_for_update(skip_locked=True)
-    )
-    try:
-        ids = list(db.session.scalars(chosen))
-        if not ids:
-            db.session.commit()
-            return []
-        # The due condition again: SQLite has no row locks, and its writers take turns, so a
-        # dispatcher that read the same ids a moment ago finds them claimed here and skips them.
-        statement = (
-            sa.update(Notification)
-            .where(Notification.id.in_(ids), _due(now))
-            .values(claimed_until=now + lease)
-            .returning(*_COLUMNS)
-            .execution_options(synchronize_session=False)
-        )
-        rows = [Outgoing(*row) for row in db.session.execute(statement)]
-        db.session.commit()
-    except BaseException:
-        db.session.rollback()
-        raise
-    return sorted(rows, key=lambda r: (r.next_attempt_at, r.id))
-
-
-def _mark(
-    row: Outgoing, outcome: _Outcome, now: datetime, config: Mapping[str, Any]
+def _after_failure(
+    row: Outgoing, outcome: smtp.Outcome, now: datetime, settings: Settings, config: Mapping[str, Any]
 ) -> tuple[dict[str, Any], str]:
-    """The new column values of a row after one try, and what became of it."""
+    """The new column values of a row after a failed try, and whether it is ``retried`` or ``failed``."""
     attempts = row.attempts + 1
-    values: dict[str, Any] = {"id": row.id, "attempts": attempts, "claimed_until": None}
-    if outcome.result == "sent":
-        # last_error is kept: "sent on the third try, after: 451 …" is worth seeing.
-        return {**values, "state": NotificationState.SENT.value, "sent_at": now}, "sent"
-    error = (outcome.error or "unknown error")[:2000]
-    if outcome.result == "temporary" and attempts < int(config["TRACKER_MAIL_MAX_ATTEMPTS"]):
-        next_try = now + retry_delay(attempts, config)
+    first = row.first_tried_at or now
+    breaks = row.breaks + (outcome.result == "broken")
+    error = (outcome.detail or "unknown error")[:2000]
+    values: dict[str, Any] = {"attempts": attempts, "first_tried_at": first, "breaks": breaks}
+    deadline = first + settings.window
+    if outcome.result == "permanent":
+        pass
+    elif outcome.result == "broken" and breaks >= settings.max_breaks:
+        error = f"the connection broke {breaks} times while sending it: {error}"
+    elif now >= deadline:
+        error = f"gave up after {attempts} attempts since {first:%Y-%m-%d %H:%M} UTC: {error}"
+    else:
+        # The last try falls on the end of the window, however long the back-off has grown.
+        next_try = min(now + retry_delay(attempts, config), deadline)
         return {**values, "next_attempt_at": next_try, "last_error": error}, "retried"
-    if outcome.result == "temporary":
-        error = f"gave up after {attempts} attempts: {error}"
     return {**values, "state": NotificationState.FAILED.value, "last_error": error}, "failed"
 
 
-def _try(row: Outgoing, sender: _SmtpSender | _FileSender, now: datetime) -> _Outcome:
-    """Build and send one message; an error nobody foresaw fails this row, not the batch."""
-    try:
-        raw = build_message(row, now).as_bytes()
-    except HeaderInjectionError as exc:
-        return _Outcome("permanent", f"not sent, unsafe header: {exc}")
-    except Exception as exc:
-        log.exception("notification %s cannot be built", row.id)
-        return _Outcome("permanent", f"not sent, the message cannot be built: {exc}")
-    try:
-        return sender.send(row, raw)
-    except Exception as exc:
-        # Left uncaught, it would leave the batch claimed and resend it after every lease.
-        log.exception("notification %s: unexpected error while sending", row.id)
-        return _Outcome("permanent", f"unexpected error while sending: {type(exc).__name__}: {exc}")
+@dataclass
+class _Run:
+    """One dispatch run: its clock, its id, its settings, and what it has seen of the relay."""
+
+    clock: Clock
+    holder: str
+    settings: Settings
+    config: Mapping[str, Any]
+    heartbeat: claims.Heartbeat
+    last_success_recorded: datetime | None = None
+
+    def mark(self, row: Outgoing, outcome: smtp.Outcome, relay_name: str | None) -> str:
+        """Record one try in its own transaction (with the relay's health); what became of the row."""
+        now = self.clock()
+        try:
+            if outcome.result == "sent":
+                # Whoever holds the claim now, the relay has the message: record it. last_error is
+                # kept: "sent on the third try, after: 451 …" is worth seeing.
+                db.session.execute(
+                    sa.update(Notification)
+                    .where(Notification.id == row.id, Notification.state == claims.PENDING)
+                    .values(
+                        state=NotificationState.SENT.value,
+                        sent_at=now,
+                        relay_reply=(outcome.detail or "")[:500],
+                        attempts=row.attempts + 1,
+                        first_tried_at=row.first_tried_at or now,
+                        claimed_until=None,
+                        claimed_by=None,
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+                if relay_name and self._record_success_due(now):
+                    relay.record_success(now)
+                    self.last_success_recorded = now
+                result = "sent"
+            else:
+                values, result = _after_failure(row, outcome, now, self.settings, self.config)
+                db.session.execute(
+                    sa.update(Notification)
+                    .where(
+                        Notification.id == row.id,
+                        Notification.claimed_by == self.holder,
+                        Notification.state == claims.PENDING,
+                    )
+                    .values(**values, claimed_until=None, claimed_by=None)
+                    .execution_options(synchronize_session=False)
+                )
+                if relay_name and outcome.result in ("temporary", "broken"):
+                    relay.record_failure(now, outcome.detail or "unknown error")
+                    self.last_success_recorded = None
+            db.session.commit()
+        except BaseException:
+            db.session.rollback()
+            raise
+        finally:
+            self.heartbeat.drop(row.id)
+        log.info("notification %s to %s: %s %s", row.id, row.to_address, result, outcome.detail or "")
+        return result
+
+    def _record_success_due(self, now: datetime) -> bool:
+        last = self.last_success_recorded
+        return last is None or now - last >= _SUCCESS_RECORD_EVERY
+
+    def relay_unreachable(self, error: str) -> None:
+        try:
+            relay.record_failure(self.clock(), error)
+            db.session.commit()
+        except BaseException:
+            db.session.rollback()
+            raise
+
+    def send_batch(self, rows: list[Outgoing]) -> tuple[DispatchResult, bool]:
+        """Send a claimed batch, recording each message; True as well when the run should stop."""
+        counts = {"sent": 0, "retried": 0, "failed": 0}
+        relay_error: str | None = None
+        breaks_in_a_row = 0
+        sender = smtp.open_sender(self.config, self.clock())
+        try:
+            for index, row in enumerate(rows):
+                if not claims.confirm(row.id, self.holder, self.clock(), self.settings.claim):
+                    self.heartbeat.drop(row.id)
+                    log.warning("notification %s: claim lost to another dispatcher; not sent", row.id)
+                    continue
+                outcome = _try(row, sender, self.clock())
+                if outcome.result == "unreachable":
+                    relay_error = outcome.detail or "unreachable"
+                    untried = [r.id for r in rows[index:]]
+                    claims.release(untried, self.holder)
+                    for row_id in untried:
+                        self.heartbeat.drop(row_id)
+                    self.relay_unreachable(relay_error)
+                    result = DispatchResult(**counts, deferred=len(untried), relay_error=relay_error)
+                    return result, True
+                counts[self.mark(row, outcome, sender.relay)] += 1
+                breaks_in_a_row = breaks_in_a_row + 1 if outcome.result == "broken" else 0
+                if breaks_in_a_row >= 2:  # two messages in a row: the relay, not a message
+                    untried = [r.id for r in rows[index + 1 :]]
+                    claims.release(untried, self.holder)
+                    for row_id in untried:
+                        self.heartbeat.drop(row_id)
+                    detail = outcome.detail or "connection broken"
+                    return DispatchResult(**counts, deferred=len(untried), relay_error=detail), True
+        finally:
+            sender.close()
+        return DispatchResult(**counts), False
 
 
-def _send_batch(
-    rows: list[Outgoing], now: datetime, config: Mapping[str, Any]
-) -> tuple[DispatchResult, bool]:
-    """Send a claimed batch and mark it; True as well when the connection failed."""
-    updates: list[dict[str, Any]] = []
-    counts = {"sent": 0, "retried": 0, "failed": 0}
-    with _sender(config, now) as sender:
-        for row in rows:
-            outcome = _try(row, sender, now)
-            values, result = _mark(row, outcome, now, config)
-            updates.append(values)
-            counts[result] += 1
-        broken = sender.broken is not None
-    try:
-        # One executemany UPDATE by primary key for the whole batch, one commit.
-        db.session.execute(sa.update(Notification), updates)
-        db.session.commit()
-    except BaseException:
-        db.session.rollback()
-        raise
-    return DispatchResult(**counts), broken
+def dispatch(
+    now: datetime | Clock | None = None,
+    batch_size: int | None = None,
+    *,
+    holder: str | None = None,
+) -> DispatchResult:
+    """Send every outbox row that is due, batch by batch, until none is left or the relay fails.
 
-
-def dispatch(now: datetime, batch_size: int | None = None) -> DispatchResult:
-    """Send every outbox row due at ``now``, batch by batch; stops early when SMTP is unreachable."""
-    if now.tzinfo is None:
-        raise ValueError("dispatch needs an aware datetime")
+    ``now`` is the clock, read for every claim and every mark: None for the real time, a callable,
+    or a fixed aware datetime (frozen time). ``holder`` names the dispatcher in ``claimed_by``
+    (the scheduler passes its lease holder id; by default a new one).
+    """
+    clock = _clock(now)
     config = current_app.config
     check_mail_config(config)
-    size = batch_size or int(config["TRACKER_DISPATCH_BATCH"])
-    lease = timedelta(seconds=int(config["TRACKER_DISPATCH_LEASE"]))
+    settings = Settings.from_config(config)
+    size = batch_size or settings.batch
+    holder = holder or claims.dispatcher_id()
     total = DispatchResult()
-    while True:
-        rows = claim(now, size, lease)
-        if not rows:
-            break
-        result, broken = _send_batch(rows, now, config)
-        total += result
-        # Every row of a batch leaves the due set (sent, failed, or its next try is later than now),
-        # so this loop ends; after a failed connection the next run tries again.
-        if broken or len(rows) < size:
-            break
+    every = max(settings.claim.total_seconds() / 3, 0.5)
+    with claims.Heartbeat(holder, clock, settings.claim, every) as heartbeat:
+        run = _Run(clock, holder, settings, config, heartbeat)
+        while True:
+            rows = claim(clock(), size, settings.claim, holder)
+            if not rows:
+                break
+            heartbeat.hold(r.id for r in rows)
+            result, stop = run.send_batch(rows)
+            total += result
+            # Every row of a batch leaves the due set (sent, failed, next try later than now, or
+            # held by another dispatcher), so this loop ends; after a relay failure, the next run
+            # tries again.
+            if stop or len(rows) < size:
+                break
     if total != DispatchResult():
-        log.info("dispatch: sent %d, retried %d, failed %d", total.sent, total.retried, total.failed)
+        log.info(
+            "dispatch: sent %d, retried %d, failed %d, deferred %d",
+            total.sent,
+            total.retried,
+            total.failed,
+            total.deferred,
+        )
     return total
+
+
+def next_run_at(now: datetime) -> datetime | None:
+    """When rows held by another (possibly dead) dispatcher become free, for the scheduler: a second
+    after the first such claim lapses (or now, if one lapsed during the run); None if none is held."""
+    expiry = claims.next_expiry()
+    return None if expiry is None else max(expiry, now) + timedelta(seconds=1)
 
 
 def retry(notification_id: int, now: datetime) -> bool:
     """Put a failed row back in the queue for a try at ``now``; False if it is not failed.
 
-    The attempts and the last error are kept: the page shows what happened until the next try.
+    The attempts and the last error are kept (the page shows what happened until the next try);
+    the retry window and the count of broken connections start afresh.
     """
     statement = (
         sa.update(Notification)
         .where(Notification.id == notification_id, Notification.state == NotificationState.FAILED.value)
-        .values(state=NotificationState.PENDING.value, next_attempt_at=now, claimed_until=None)
+        .values(
+            state=NotificationState.PENDING.value,
+            next_attempt_at=now,
+            claimed_until=None,
+            claimed_by=None,
+            first_tried_at=None,
+            breaks=0,
+        )
         .execution_options(synchronize_session=False)
     )
     return bool(db.session.execute(statement).rowcount)

@@ -1,9 +1,9 @@
-"""Forms for mail preferences and for setting a password from a mailed link."""
+"""Forms for mail preferences, for setting a password from a mailed link, and for the admin outbox."""
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, PasswordField, SubmitField
-from wtforms.validators import DataRequired, EqualTo, Length
+from wtforms import BooleanField, DateField, EmailField, PasswordField, SelectField, SubmitField
+from wtforms.validators import DataRequired, EqualTo, Length, Optional, ValidationError
 
 from tracker.auth.services import MIN_PASSWORD_LENGTH
 
@@ -52,3 +52,25 @@ class UnsubscribeForm(FlaskForm):
     """Confirms a one-click unsubscribe from the page (mail clients POST without it)."""
 
     submit = SubmitField(_l("Stop these emails"))
+
+
+class ResendFailedForm(FlaskForm):
+    """Which failed messages to send again: a kind (or all) and the days they were queued on."""
+
+    class Meta:
+        csrf = False  # the selection is read from the query string (GET); the confirmation posts with CSRF
+
+    kind = SelectField(_l("Kind"), choices=[], validate_choice=True)
+    since = DateField(_l("Queued from"), validators=[Optional()])
+    until = DateField(_l("Queued until"), validators=[Optional()])
+
+    def validate_until(self, field: DateField) -> None:
+        """The period ends on or after its first day."""
+        if field.data and self.since.data and field.data < self.since.data:
+            raise ValidationError(_l("The last day cannot be before the first day."))
+
+
+class ConfirmForm(FlaskForm):
+    """An empty form for a confirmed POST (its CSRF token)."""
+
+    submit = SubmitField(_l("Send them again"))
