@@ -88,6 +88,14 @@ MOVE_EVENTS = {
 }
 
 
+#: The mail a reviewer's decision sends to the owner (and deputy).
+DECISION_MAIL = {
+    HistoryEvent.VERIFIED: NotificationKind.VERIFIED,
+    HistoryEvent.SENT_BACK: NotificationKind.SENT_BACK,
+    HistoryEvent.REOPENED: NotificationKind.REOPENED,
+}
+
+
 @dataclass
 class UpdateRequest:
     """What an update form (or the API, or an import row) asks for; None means "leave as it is"."""
@@ -136,7 +144,7 @@ def _check_version(item: ActionItem, version: int | None) -> None:
 def history_row(item: ActionItem, actor: User | None, now: datetime, **values: object) -> ActionUpdate:
     """A history row for a change of ``item`` about to be flushed (its version moves by one)."""
     if actor is not None and "on_behalf_of" not in values:
-        values["on_behalf_of"] = acting_for(actor, item, item.office.today(now))
+        values["on_behalf_of"] = acting_for(actor, item, now)
     update = ActionUpdate(
         action_item=item,
         author=actor,
@@ -265,12 +273,8 @@ def record_update(actor: User, item: ActionItem, now: datetime, request: UpdateR
         )
     db.session.flush()
     # The owner hears of a reviewer's decision; the mail leaves after the caller's commit.
-    if event == HistoryEvent.VERIFIED:
-        account.notify_review_outcome(item, NotificationKind.VERIFIED, note or None, now)
-    elif event == HistoryEvent.SENT_BACK:
-        account.notify_review_outcome(item, NotificationKind.SENT_BACK, note, now)
-    elif event == HistoryEvent.REOPENED:
-        account.notify_review_outcome(item, NotificationKind.REOPENED, note, now)
+    if event in DECISION_MAIL:
+        account.notify_review_outcome(item, DECISION_MAIL[event], note or None, now)
     return update
 
 
@@ -486,23 +490,20 @@ def edit_action(
         raise PlanError(_("Nothing to save: change something first."))
 
     summary, note = "; ".join(changes), (fields.note or "").strip()
-    update = ActionUpdate(
-        action_item_id=item.id,
-        author=actor,
-        created_at=now,
+    update = history_row(
+        item,
+        actor,
+        now,
         old_deadline=item.deadline if moved else None,
         new_deadline=fields.deadline if moved else None,
         note=(f"{summary}. {note}" if summary and note else summary or note) or None,
         # A reviewer's new deadline is recorded as theirs (the office asks for an extension instead).
         event=(HistoryEvent.EDITED if changes else HistoryEvent.DEADLINE_SET).value,
-        # The version counter moves by one when the item's row is flushed below.
-        item_version=item.version + 1,
     )
     item.title, item.description, item.recommendation = title, description, recommendation
     new_owner = owner.id != item.owner_id
     new_deputy = deputy is not None and deputy.id != item.deputy_id
     item.owner, item.deputy, item.deadline, item.updated_at = owner, deputy, fields.deadline, now
-    db.session.add(update)
     db.session.flush()
     if new_owner and notify:
         account.notify_assignment([item], owner, "owner", now)

@@ -22,8 +22,9 @@ from flask_babel import gettext as _
 from sqlalchemy.orm import contains_eager, joinedload
 
 from tracker.actions import workflow
+from tracker.actions.commands import history_row
 from tracker.extensions import db
-from tracker.models import ActionItem, ActionUpdate, HistoryEvent, Office, Recommendation, User
+from tracker.models import ActionItem, HistoryEvent, Office, Recommendation, User
 from tracker.notifications import account
 from tracker.offices.services import PlanError, assignable_people, may_be_assigned
 from tracker.permissions import Perm, require
@@ -220,16 +221,7 @@ def apply_reassignment(
             item.deputy_id = new_deputy.id if new_deputy is not None else None
             if new_deputy is not None:
                 new_deputies[new_deputy.id].append(item)
-        db.session.add(
-            ActionUpdate(
-                action_item_id=item.id,
-                author_id=actor.id,
-                created_at=now,
-                note="; ".join(lines),
-                event=HistoryEvent.REASSIGNED.value,
-                item_version=item.version + 1,
-            )
-        )
+        history_row(item, actor, now, note="; ".join(lines), event=HistoryEvent.REASSIGNED.value)
         item.updated_at = now
     db.session.flush()
     # One mail per person and role, listing all their new actions, not one per action.

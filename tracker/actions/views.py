@@ -157,26 +157,17 @@ def _item_or_404(action_id: int) -> ActionItem:
 @login_required
 def request_extension(action_id: int) -> ResponseReturnValue:
     """Ask for a later deadline with a reason (the office); a reviewer decides."""
-    now = datetime.now(UTC)
-    item = _item_or_404(action_id)
-    require(current_user, Perm.REQUEST_EXTENSION, item)
-    form = ExtensionRequestForm()
-    if form.validate_on_submit():
-        try:
-            extensions.request_extension(
-                current_user, item, now, form.new_deadline.data, form.reason.data or ""
-            )
-            db.session.commit()
-        except commands.WorkflowError as exc:
-            db.session.rollback()
-            _field_error(form, _renamed(exc, deadline="new_deadline"))
-            return _page(_item_or_404(action_id), now, exc.status, extension_form=form)
-        flash(
-            _("Your request is recorded. A reviewer will decide; until then the current deadline holds."),
-            "success",
-        )
-        return redirect(url_for(".detail", action_id=item.id))
-    return _page(item, now, 422, extension_form=form)
+    return _side_form(
+        action_id,
+        Perm.REQUEST_EXTENSION,
+        ExtensionRequestForm,
+        "extension_form",
+        lambda item, form, now: extensions.request_extension(
+            current_user, item, now, form.new_deadline.data, form.reason.data or ""
+        ),
+        _("Your request is recorded. A reviewer will decide; until then the current deadline holds."),
+        renames={"deadline": "new_deadline"},  # the update form's field has that name on the page
+    )
 
 
 @bp.post("/extensions/<int:extension_id>/decision")
@@ -290,10 +281,12 @@ def _side_form(
     perm: Perm,
     form_class: type[FlaskForm],
     name: str,
-    command: Callable[[ActionItem, Any, datetime], ActionUpdate],
+    command: Callable[[ActionItem, Any, datetime], object],
     done: str,
+    renames: dict[str, str] | None = None,
 ) -> ResponseReturnValue:
-    """Run one of the action page's small forms through its command; on refusal, the page with it."""
+    """Run one of the action page's small forms (no files) through its command and commit; on a
+    refusal, the page again with that form, its input and the message next to the field."""
     now = datetime.now(UTC)
     item = _item_or_404(action_id)
     require(current_user, perm, item)
@@ -301,9 +294,12 @@ def _side_form(
     if not form.validate_on_submit():
         return _page(item, now, 422, **{name: form})
     try:
-        _commit(command(item, form, now))
+        command(item, form, now)
+        db.session.commit()
     except commands.WorkflowError as exc:
         db.session.rollback()
+        if exc.field in (renames or {}):
+            exc.field = renames[exc.field]
         _field_error(form, exc)
         return _page(_item_or_404(action_id), now, exc.status, **{name: form})
     except (commands.ConflictError, StaleDataError):
@@ -312,13 +308,6 @@ def _side_form(
         return _page(_item_or_404(action_id), now, 409, **{name: form})
     flash(done, "success")
     return redirect(url_for(".detail", action_id=item.id))
-
-
-def _renamed(error: commands.WorkflowError, **names: str) -> commands.WorkflowError:
-    """The same refusal, its field renamed to the form's name for it."""
-    if error.field in names:
-        error.field = names[error.field]
-    return error
 
 
 @bp.route("/my")

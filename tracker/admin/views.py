@@ -39,6 +39,7 @@ from tracker.notifications.account import send_invitation
 from tracker.permissions import Perm, require
 from tracker.profile import absences
 from tracker.profile.forms import AbsenceForm
+from tracker.profile.views import record_absence
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -301,17 +302,8 @@ def user_absences(user_id: int) -> ResponseReturnValue:
     user = db.get_or_404(User, user_id)
     form = AbsenceForm()
     status = 200
-    if form.validate_on_submit():
-        try:
-            absence = absences.add_absence(
-                current_user, user, form.starts_on.data, form.ends_on.data, form.note.data, _now()
-            )
-            db.session.commit()
-        except absences.AbsenceError as exc:
-            show_refusal(form, exc)
-        else:
-            flash(absences.recorded_text(absence), "success")
-            return redirect(url_for("admin.user_absences", user_id=user.id))
+    if record_absence(user, form):
+        return redirect(url_for("admin.user_absences", user_id=user.id))
     if form.is_submitted():
         status = 422
         _not_saved(form)

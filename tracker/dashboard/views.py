@@ -10,6 +10,7 @@ from flask import Blueprint, abort, render_template, request
 from flask_login import current_user, login_required
 
 from tracker.dashboard import charts, reports, services
+from tracker.models import Office
 from tracker.offices.services import get_office
 from tracker.permissions import Perm, office_scope, require
 
@@ -67,19 +68,9 @@ def programme_report() -> str:
     require(current_user, Perm.VIEW_DASHBOARD)
     if office_scope(current_user) is not None:
         abort(403)
-    now = datetime.now(UTC)
     choices = services.filter_choices(current_user)
     filters, dropped = parse_filters(request.args, choices)
-    report = reports.build_report(current_user, now, filters, choices.offices)
-    return render_template(
-        "dashboard/report.html",
-        report=report,
-        filters=filters,
-        choices=choices,
-        dropped=dropped,
-        now=now,
-        due_soon_days=services.DUE_SOON_DAYS,
-    )
+    return _report_page(choices, filters, dropped, choices.offices)
 
 
 @bp.route("/reports/offices/<code>")
@@ -87,14 +78,23 @@ def programme_report() -> str:
 def office_report(code: str) -> str:
     """The printable report of one office (404 for an office the user may not see)."""
     office = get_office(current_user, code)
-    now = datetime.now(UTC)
     choices = services.filter_choices(current_user)
     chosen, dropped = parse_filters(request.args, choices)
     filters = services.Filters(source_id=chosen.source_id, theme=chosen.theme, office_code=office.code)
-    report = reports.build_report(current_user, now, filters, [office], office)
+    return _report_page(choices, filters, dropped, [office], office)
+
+
+def _report_page(
+    choices: services.Choices,
+    filters: services.Filters,
+    dropped: bool,
+    offices: list[Office],
+    office: Office | None = None,
+) -> str:
+    now = datetime.now(UTC)
     return render_template(
         "dashboard/report.html",
-        report=report,
+        report=reports.build_report(current_user, now, filters, offices, office),
         filters=filters,
         choices=choices,
         dropped=dropped,

@@ -423,14 +423,19 @@ def next_run_at(now: datetime) -> datetime | None:
 
 
 def retry(notification_id: int, now: datetime) -> bool:
-    """Put a failed row back in the queue for a try at ``now``; False if it is not failed.
+    """Put a failed row back in the queue for a try at ``now``; False if it is not failed."""
+    return bool(requeue_failed(Notification.id == notification_id, now))
+
+
+def requeue_failed(which: sa.ColumnElement[bool], now: datetime) -> int:
+    """Put the failed rows matching ``which`` back in the queue for a try at ``now``; how many.
 
     The attempts and the last error are kept (the page shows what happened until the next try);
-    the retry window and the count of broken connections start afresh.
+    the retry window and the count of broken connections start afresh. One UPDATE.
     """
     statement = (
         sa.update(Notification)
-        .where(Notification.id == notification_id, Notification.state == NotificationState.FAILED.value)
+        .where(which, Notification.state == NotificationState.FAILED.value)
         .values(
             state=NotificationState.PENDING.value,
             next_attempt_at=now,
@@ -441,4 +446,4 @@ def retry(notification_id: int, now: datetime) -> bool:
         )
         .execution_options(synchronize_session=False)
     )
-    return bool(db.session.execute(statement).rowcount)
+    return db.session.execute(statement).rowcount or 0

@@ -17,6 +17,7 @@ from flask import current_app
 
 from tracker.extensions import db
 from tracker.models import Notification, NotificationKind, NotificationState, RelayHealth, Role, User
+from tracker.notifications.dispatch import requeue_failed
 from tracker.notifications.outbox import enqueue
 from tracker.notifications.render import render_email
 
@@ -103,21 +104,5 @@ def count_failed(kind: str | None, since: date | None, until: date | None) -> in
 
 
 def retry_failed(kind: str | None, since: date | None, until: date | None, now: datetime) -> int:
-    """Put every matching failed message back in the queue for a try at ``now``, as a new first try.
-
-    One UPDATE; attempts and the last error are kept for the page. Flushes; the caller commits.
-    """
-    statement = (
-        sa.update(Notification)
-        .where(failed_matching(kind, since, until))
-        .values(
-            state=NotificationState.PENDING.value,
-            next_attempt_at=now,
-            claimed_until=None,
-            claimed_by=None,
-            first_tried_at=None,  # a fresh retry window
-            breaks=0,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    return db.session.execute(statement).rowcount or 0
+    """Put every matching failed message back in the queue for a try at ``now``; flushes only."""
+    return requeue_failed(failed_matching(kind, since, until), now)

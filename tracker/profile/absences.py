@@ -51,16 +51,17 @@ def is_away(user: User | None, day: date) -> bool:
     return user is not None and Away(day, day).is_away(user.id, day)
 
 
-def acting_for(actor: User, item: ActionItem, day: date) -> User | None:
-    """The absent owner an actor stands in for when changing ``item`` on ``day``, else None.
+def acting_for(actor: User, item: ActionItem, now: datetime) -> User | None:
+    """The absent owner an actor stands in for when changing ``item`` at ``now``, else None.
 
-    Someone other than the owner who changes an absent owner's action acts for them; the history
-    says so. Reviewers and admins act in their own right.
+    Someone of the owner's office other than the owner who changes an absent owner's action acts
+    for them; the history says so. Reviewers and admins act in their own right. Decided from the
+    ids first, so that a reviewer's change (a bulk one too) loads nothing.
     """
-    owner = item.owner
-    if owner is None or owner.id == actor.id or actor.office_id != item.office_id:
+    if item.owner_id is None or item.owner_id == actor.id or actor.office_id != item.office_id:
         return None
-    return owner if is_away(owner, day) else None
+    owner = item.owner
+    return owner if is_away(owner, item.office.today(now)) else None
 
 
 # --- recording absences ----------------------------------------------------------------------
@@ -159,22 +160,20 @@ def delete_absence(actor: User, absence: Absence, now: datetime) -> None:
 
 def span_text(absence: Absence) -> str:
     """The sentence “Name: away from D1 to D2.”, for a confirmation."""
-    return _(
-        "%(name)s: away from %(start)s to %(end)s.",
-        name=absence.user.name,
-        start=format_date(absence.starts_on, "medium"),
-        end=format_date(absence.ends_on, "medium"),
-    )
+    return _("%(name)s: away from %(start)s to %(end)s.", **_span(absence))
 
 
 def recorded_text(absence: Absence) -> str:
     """The message after an absence is recorded."""
-    return _(
-        "The absence of %(name)s from %(start)s to %(end)s is recorded.",
-        name=absence.user.name,
-        start=format_date(absence.starts_on, "medium"),
-        end=format_date(absence.ends_on, "medium"),
-    )
+    return _("The absence of %(name)s from %(start)s to %(end)s is recorded.", **_span(absence))
+
+
+def _span(absence: Absence) -> dict[str, str]:
+    return {
+        "name": absence.user.name,
+        "start": format_date(absence.starts_on, "medium"),
+        "end": format_date(absence.ends_on, "medium"),
+    }
 
 
 # --- what a deputy covers --------------------------------------------------------------------

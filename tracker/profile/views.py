@@ -13,6 +13,7 @@ from werkzeug.wrappers import Response
 from tracker.api import auth as tokens
 from tracker.extensions import db
 from tracker.forms import show_refusal
+from tracker.models import User
 from tracker.notifications.render import absolute_url
 from tracker.permissions import may_record_absence
 from tracker.profile import absences, calendar
@@ -50,19 +51,29 @@ def _page(form: TokenForm, status: int = 200, absence_form: AbsenceForm | None =
 def add_absence() -> ResponseReturnValue:
     """Record one of one's own absences (first and last day away, a note)."""
     form = AbsenceForm()
-    if form.validate_on_submit():
-        try:
-            absence = absences.add_absence(
-                current_user, current_user, form.starts_on.data, form.ends_on.data, form.note.data, _now()
-            )
-            db.session.commit()
-        except absences.AbsenceError as exc:
-            show_refusal(form, exc)
-        else:
-            flash(absences.recorded_text(absence), "success")
-            return redirect(url_for(".index", _anchor="absences-heading"))
+    if record_absence(current_user, form):
+        return redirect(url_for(".index", _anchor="absences-heading"))
     flash(_("Nothing was saved: see the messages in the form."), "error")
     return _page(TokenForm(formdata=None), 422, absence_form=form)
+
+
+def record_absence(person: User, form: AbsenceForm) -> bool:
+    """Record the submitted absence of ``person`` for the signed-in user and commit; True if saved.
+
+    Shared by the profile page and the admins' page of a user; a refusal goes next to its field.
+    """
+    if not form.validate_on_submit():
+        return False
+    try:
+        absence = absences.add_absence(
+            current_user, person, form.starts_on.data, form.ends_on.data, form.note.data, _now()
+        )
+        db.session.commit()
+    except absences.AbsenceError as exc:
+        show_refusal(form, exc)
+        return False
+    flash(absences.recorded_text(absence), "success")
+    return True
 
 
 @bp.route("/profile/absences/<int:absence_id>/delete", methods=["GET", "POST"])
