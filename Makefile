@@ -6,7 +6,7 @@ FLASK  := $(VENV)/bin/flask --app wsgi
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 
-.PHONY: run test lint format install install-dev clean translations compile-translations
+.PHONY: run test lint format install install-dev clean translations compile-translations bench
 
 BABEL := $(VENV)/bin/pybabel
 CATALOGS := tracker/translations
@@ -36,6 +36,9 @@ compile-translations: $(VENV)/.installed
 	$(BABEL) compile -d $(CATALOGS) --statistics
 
 ## Start the development server on http://$(HOST):$(PORT) with the demo data (SQLite by default).
+## Its commands, the scheduler and the server run in the development configuration (without
+## TRACKER_CONFIG the app runs as production); the secret key is made once in instance/secret_key.
+run: export TRACKER_CONFIG = development
 run: $(VENV)/.installed compile-translations
 	$(FLASK) db upgrade
 	$(FLASK) tracker seed-demo --if-empty
@@ -59,6 +62,13 @@ $(AXE): package.json package-lock.json
 ## Run the whole suite on SQLite, and again on PostgreSQL when TEST_DATABASE_URL is set.
 test: $(VENV)/.installed-dev compile-translations $(AXE)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+## Measure tracker at N actions (default 12000): SQLite under instance/bench/, or DB=postgresql://…
+## (else TEST_DATABASE_URL), which is emptied and rebuilt. Not part of `make test`; see README "Benchmark".
+N  ?= 12000
+DB ?=
+bench: $(VENV)/.installed-dev compile-translations
+	$(PY) -m bench --actions $(N) $(if $(DB),--database '$(DB)') $(BENCH_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .

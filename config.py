@@ -1,20 +1,22 @@
 """Configuration classes. Every setting comes from the environment; production has no secret defaults.
 
-Pick a class with ``TRACKER_CONFIG`` (``development``, the default, ``production`` or ``testing``).
+Pick a class with ``TRACKER_CONFIG`` (``production``, the default, ``development`` or ``testing``):
+without it the application runs as production and refuses to start without its secrets.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+import secrets
+import tempfile
+from collections.abc import Mapping, MutableMapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent
 INSTANCE_DIR = BASE_DIR / "instance"
-
-# Only ever used by the development and testing configurations.
-_INSECURE_DEV_KEY = "dev-only-insecure-secret-key"
 
 
 class ConfigError(Exception):
@@ -38,6 +40,13 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
 
 
+def _env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
 def _env_int_list(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
     value = os.environ.get(name)
     if value is None or value.strip() == "":
@@ -51,7 +60,8 @@ def _env_int_list(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
 class Config:
     """Settings shared by every environment."""
 
-    SECRET_KEY = os.environ.get("SECRET_KEY") or _INSECURE_DEV_KEY
+    #: Signs sessions, CSRF and mail tokens. Development without it: instance/secret_key (made once).
+    SECRET_KEY = os.environ.get("SECRET_KEY") or None
     SQLALCHEMY_DATABASE_URI = os.environ.get("DATABASE_URL") or (f"sqlite:///{INSTANCE_DIR / 'tracker.db'}")
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
     TRACKER_BASE_URL = os.environ.get("TRACKER_BASE_URL", "http://127.0.0.1:5000").rstrip("/")
@@ -109,6 +119,8 @@ class Config:
     #: How often the scheduler composes (who is in their morning) and dispatches the outbox.
     TRACKER_COMPOSE_EVERY_SECONDS = _env_int("TRACKER_COMPOSE_EVERY_SECONDS", 15 * 60)
     TRACKER_DISPATCH_EVERY_SECONDS = _env_int("TRACKER_DISPATCH_EVERY_SECONDS", 60)
+    #: How often the scheduler deletes security events and sessions older than TRACKER_AUDIT_DAYS.
+    TRACKER_PURGE_EVERY_SECONDS = _env_int("TRACKER_PURGE_EVERY_SECONDS", 24 * 3600)
     #: Evidence files: where they are kept, the size of one file, how many one update may carry.
     TRACKER_UPLOAD_DIR = os.environ.get("TRACKER_UPLOAD_DIR") or str(INSTANCE_DIR / "uploads")
     TRACKER_MAX_UPLOAD_BYTES = _env_int("TRACKER_MAX_UPLOAD_MB", 10) * 1024 * 1024
@@ -130,6 +142,30 @@ class Config:
     #: How many reverse proxies in front of the app set X-Forwarded-* headers (0: trust none).
     TRACKER_PROXIES = _env_int("TRACKER_PROXIES", 0)
 
+    # Sign-in (tracker/auth/): server-side sessions, the second factor, single sign-on, the audit log.
+    #: A session not used for this many hours ends (sessions kept with "Keep me signed in" excepted).
+    TRACKER_SESSION_IDLE_HOURS = _env_int("TRACKER_SESSION_IDLE_HOURS", 8)
+    #: Every session ends this many days after sign-in, "Keep me signed in" included.
+    TRACKER_SESSION_MAX_DAYS = _env_int("TRACKER_SESSION_MAX_DAYS", 30)
+    REMEMBER_COOKIE_DURATION = timedelta(days=TRACKER_SESSION_MAX_DAYS)
+    #: Roles that must use a second factor (an authenticator app); everyone else may.
+    TRACKER_2FA_REQUIRED_ROLES = _env_list("TRACKER_2FA_REQUIRED_ROLES", ("admin", "reviewer"))
+    #: Second-factor codes one person may try while signing in (Flask-Limiter notation); each
+    #: address is held to TRACKER_LOGIN_RATE_LIMIT as well.
+    TRACKER_2FA_RATE_LIMIT = os.environ.get("TRACKER_2FA_RATE_LIMIT", "5 per minute; 20 per hour")
+    #: Security events (sign-ins, second factors, sessions, roles, tokens) are kept this many days.
+    TRACKER_AUDIT_DAYS = _env_int("TRACKER_AUDIT_DAYS", 400)
+    #: Single sign-on with OpenID Connect: off unless the issuer and the client are set.
+    TRACKER_SSO_ISSUER = (os.environ.get("TRACKER_SSO_ISSUER") or "").rstrip("/") or None
+    TRACKER_SSO_CLIENT_ID = os.environ.get("TRACKER_SSO_CLIENT_ID") or None
+    TRACKER_SSO_CLIENT_SECRET = os.environ.get("TRACKER_SSO_CLIENT_SECRET") or None
+    #: The organisation named on the button: "Sign in with <label>".
+    TRACKER_SSO_LABEL = os.environ.get("TRACKER_SSO_LABEL") or "single sign-on"
+    #: A role to give people the provider vouches for who have no account yet; empty: none are created.
+    TRACKER_SSO_CREATE_USERS = os.environ.get("TRACKER_SSO_CREATE_USERS") or None
+    #: Skip tracker's own second factor after a single sign-on (when the provider asks for one).
+    TRACKER_SSO_SKIPS_2FA = _env_bool("TRACKER_SSO_SKIPS_2FA", False)
+
     # Reminders (tracker/notifications/compose.py); days are counted in the office's time zone.
     #: Days before a deadline on which the owner is reminded.
     TRACKER_DUE_SOON_DAYS = _env_int_list("TRACKER_DUE_SOON_DAYS", (14, 3))
@@ -149,15 +185,30 @@ class Config:
     #: Local hour from which each recipient's daily mail is composed.
     TRACKER_MORNING_HOUR = _env_int("TRACKER_MORNING_HOUR", 8)
 
+    #: Strict-Transport-Security on answers over HTTPS (tracker/security.py); production only.
+    TRACKER_HSTS = False
+
+    @staticmethod
+    def setup(settings: MutableMapping[str, Any], instance_path: str) -> None:
+        """Complete the settings when the application is created (after the test overrides)."""
+
     @staticmethod
     def check(settings: Mapping[str, Any]) -> None:
         """Refuse settings that must not reach this environment."""
 
 
 class DevelopmentConfig(Config):
-    """The embedded default: SQLite under instance/, a development secret."""
+    """`make run`: SQLite under instance/, and a secret key of this checkout's own in instance/secret_key."""
 
     DEBUG = False  # `flask run --debug` turns the debugger on explicitly
+    #: The demo accounts sign in with their password alone (set the variable to try the second factor).
+    TRACKER_2FA_REQUIRED_ROLES = _env_list("TRACKER_2FA_REQUIRED_ROLES", ())
+
+    @staticmethod
+    def setup(settings: MutableMapping[str, Any], instance_path: str) -> None:
+        """Without SECRET_KEY, use the one in <instance>/secret_key, made on first use."""
+        if not settings.get("SECRET_KEY"):
+            settings["SECRET_KEY"] = instance_secret_key(Path(instance_path) / "secret_key")
 
 
 class TestingConfig(Config):
@@ -168,6 +219,7 @@ class TestingConfig(Config):
     SQLALCHEMY_DATABASE_URI = "sqlite://"
     MAIL_SERVER = None
     TRACKER_LOGIN_RATE_LIMIT = "1000 per minute"  # the suite signs in often; one test lowers it
+    TRACKER_2FA_REQUIRED_ROLES: tuple[str, ...] = ()  # the tests of the second factor set it
 
 
 class ProductionConfig(Config):
@@ -177,17 +229,43 @@ class ProductionConfig(Config):
     SQLALCHEMY_DATABASE_URI = os.environ.get("DATABASE_URL") or None
     SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", True)
     REMEMBER_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", True)
+    TRACKER_HSTS = True
 
     @staticmethod
     def check(settings: Mapping[str, Any]) -> None:
         """Refuse to start without a real SECRET_KEY and an explicit DATABASE_URL."""
         key = settings.get("SECRET_KEY") or ""
-        if len(key) < 32 or key == _INSECURE_DEV_KEY:
+        if len(key) < 32:
             raise ConfigError(
                 "SECRET_KEY must be set to a random value of at least 32 characters in production"
             )
         if not settings.get("SQLALCHEMY_DATABASE_URI"):
             raise ConfigError("DATABASE_URL must be set in production")
+
+
+def instance_secret_key(path: Path) -> str:
+    """The key kept in ``path``; made (random, mode 0600) if the file is missing.
+
+    Safe when two processes start at once (`make run` starts the scheduler and the server): each
+    writes a whole key to a file of its own and links it to ``path``; the first link wins, the
+    other process reads the winner's key.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, draft = tempfile.mkstemp(prefix=".secret_key-", dir=path.parent)  # mode 0600
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as out:
+                out.write(secrets.token_urlsafe(48) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            with contextlib.suppress(FileExistsError):  # another process was first: its key is the key
+                os.link(draft, path)
+        finally:
+            os.unlink(draft)
+    key = path.read_text(encoding="ascii").strip()
+    if len(key) < 32:
+        raise ConfigError(f"{path} holds no usable key (32+ characters): delete it to get a new one")
+    return key
 
 
 CONFIGS: dict[str, type[Config]] = {
@@ -199,7 +277,7 @@ CONFIGS: dict[str, type[Config]] = {
 
 def config_from_environment() -> type[Config]:
     """Return the configuration class named by TRACKER_CONFIG."""
-    name = os.environ.get("TRACKER_CONFIG", "development")
+    name = os.environ.get("TRACKER_CONFIG") or "production"
     try:
         return CONFIGS[name]
     except KeyError:

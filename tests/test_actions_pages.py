@@ -65,6 +65,7 @@ def test_list_shows_the_columns_and_the_overdue_flag(app, world, login_as):
         assert f'<th scope="col">{header}</th>' in page
     assert "R-1" in page and "Focal Sg" in page and "Nov 24, 2026" in page and "Not started" in page
     with time_machine.travel(datetime(2026, 11, 25, 1, tzinfo=UTC), tick=False):
+        c = login_as(world.users["reviewer"])  # 15 hours on, the first session has ended (idle)
         page = c.get("/").text
         overdue_only = c.get("/", query_string={"overdue": "1"}).text
     assert page.count("Overdue</span>") == 2

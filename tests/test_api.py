@@ -539,7 +539,7 @@ def test_reviewers_add_actions_and_others_may_not(app, world, api):
     before = _snapshot(app)
     _problem(api("focal_sg").post("/api/v1/actions", json=body), 403)
     _problem(api("manager").post("/api/v1/actions", json=body), 403)
-    _problem(api("focal_my").post("/api/v1/actions", json=body), 404)  # SG is not theirs to see
+    _problem(api("focal_my").post("/api/v1/actions", json=body), 403)  # refused before SG is looked up
     assert _snapshot(app) == before
 
     created = api("reviewer").post("/api/v1/actions", json=body)

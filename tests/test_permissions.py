@@ -38,6 +38,7 @@ EXPECTED: dict[Perm, list[tuple[bool, bool]]] = {
     Perm.MANAGE_OFFICES: [(Y, Y), (N, N), (N, N), (N, N), (N, N)],
     Perm.MANAGE_OUTBOX: [(Y, Y), (N, N), (N, N), (N, N), (N, N)],
     Perm.MANAGE_ABSENCES: [(Y, Y), (N, N), (N, N), (N, N), (N, N)],
+    Perm.VIEW_AUDIT: [(Y, Y), (N, N), (N, N), (N, N), (N, N)],
 }
 
 CASES = [
@@ -126,6 +127,7 @@ OFFICE_OWNED = {
     "office_code",
     "code",
     "user_id",
+    "session_id",
 }
 
 
@@ -147,6 +149,7 @@ def _url_for_rule(rule, world) -> str:
         "token": "not-a-token",
         "token_id": 1,
         "absence_id": 1,
+        "session_id": getattr(world, "sessions", {}).get("MY", 1),
         "id": world.items["MY"],
         "rest": "no-such-thing",
     }
@@ -202,9 +205,19 @@ def _add_extension(app, world) -> None:
         world.extensions = {"MY": request.id}
 
 
+def _add_session(app, world, login_as) -> None:
+    """A signed-in session of Malaysia's focal point, so that the URLs ending a session are tried too."""
+    from tracker.models import UserSession
+
+    login_as(world.users["focal_my"])
+    with app.app_context():
+        world.sessions = {"MY": db.session.scalar(sa.select(sa.func.max(UserSession.id)))}
+
+
 def test_focal_point_of_sg_cannot_see_or_change_malaysia_by_any_url(app, world, login_as):
     _add_evidence(app, world)
     _add_extension(app, world)
+    _add_session(app, world, login_as)
     c = login_as(world.users["focal_sg"])
     token = csrf_token(c.get("/").text)
     with app.app_context():

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 import time_machine
 
-from tests.conftest import csrf_token
+from tests.conftest import csrf_token, login
 from tracker.api.auth import create_token
 from tracker.extensions import db
 from tracker.models import Office, Recommendation, RecommendationChange, User
@@ -66,8 +66,18 @@ def _respond(client, world, recommendation_id: int, office: str, response: str, 
     return answer
 
 
-def test_forms_record_who_changed_what_and_when(app, world, login_as, clock):
-    reviewer, focal = login_as(world.users["reviewer"]), login_as(world.users["focal_sg"])
+def _kept_signed_in(app, email: str):
+    """A client signed in with "Keep me signed in": its session outlives the idle hours between steps."""
+    c = app.test_client()
+    assert login(c, email, remember="y").status_code == 302
+    return c
+
+
+def test_forms_record_who_changed_what_and_when(app, world, clock):
+    reviewer, focal = (
+        _kept_signed_in(app, world.users["reviewer"]),
+        _kept_signed_in(app, world.users["focal_sg"]),
+    )
     data = {
         "code": "R-2026-01",
         "title": "Open data",

@@ -218,7 +218,12 @@ def test_focal_point_completes_and_reviewer_verifies(app, world, login_as):
         ),
         ({"note": "x"}, lambda: [(io.BytesIO(b"MZ\x90\x00"), "fake.pdf")], "the content is not a .pdf file"),
         ({"note": "x"}, lambda: [_pdf("big.pdf", 10 * 1024 * 1024)], "larger than 10 MB"),
-        ({"evidence_url": "javascript:alert(1)"}, None, "Give a full web address."),
+        (
+            {"evidence_url": "javascript:alert(1)"},
+            None,
+            "Give a web address starting with http:// or https://.",
+        ),
+        ({"evidence_url": "https://[x"}, None, "Give a full web address."),
         ({}, None, "Nothing to save"),
     ],
 )

@@ -18,6 +18,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import ConfigError, config_from_environment
 from tracker.extensions import babel, csrf, db, limiter, login_manager, migrate
+from tracker.security import register_security
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.from_object(config_class)
     if test_config:
         app.config.update(test_config)
+    config_class.setup(app.config, app.instance_path)
     config_class.check(app.config)
     app.config["SQLALCHEMY_DATABASE_URI"] = database_url(app.config["SQLALCHEMY_DATABASE_URI"])
 
@@ -39,6 +41,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
 
     register_extensions(app)
+    register_security(app)  # before the blueprints: their <int:…> rules use its bounded converter
     register_blueprints(app)
     register_errorhandlers(app)
     register_template_helpers(app)
@@ -125,6 +128,7 @@ def register_blueprints(app: Flask) -> None:
     from tracker.actions.views import bp as actions_bp
     from tracker.admin.views import bp as admin_bp
     from tracker.api.views import bp as api_bp
+    from tracker.auth.sso_views import bp as sso_bp
     from tracker.auth.views import bp as auth_bp
     from tracker.dashboard.views import bp as dashboard_bp
     from tracker.notifications.admin_views import bp as outbox_bp
@@ -135,6 +139,7 @@ def register_blueprints(app: Flask) -> None:
     from tracker.transfer.views import bp as transfer_bp
 
     app.register_blueprint(auth_bp)
+    app.register_blueprint(sso_bp)  # checks the TRACKER_SSO_* settings
     app.register_blueprint(actions_bp)
     app.register_blueprint(admin_bp)
     app.register_blueprint(recommendations_bp)

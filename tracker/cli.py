@@ -344,11 +344,39 @@ def outbox_status_command(max_age: int | None) -> None:
         raise SystemExit(1)
 
 
+@tracker_cli.command("purge-audit")
+@click.option("--dry-run", is_flag=True, help="Only count what would be deleted; delete nothing.")
+@with_appcontext
+def purge_audit_command(dry_run: bool) -> None:
+    """Delete security events and sessions older than TRACKER_AUDIT_DAYS (the scheduler's daily purge job)."""
+    from flask import current_app
+
+    from tracker.auth.audit import purge_security_records
+
+    try:
+        events, sessions = purge_security_records(datetime.now(UTC))
+        if dry_run:
+            db.session.rollback()
+        else:
+            db.session.commit()
+    except OperationalError as exc:
+        db.session.rollback()
+        raise click.ClickException(f"cannot use the database (DATABASE_URL): {exc.orig}") from None
+    verb = "would be deleted" if dry_run else "deleted"
+    days = current_app.config["TRACKER_AUDIT_DAYS"]
+    click.echo(f"{events} security events and {sessions} sessions older than {days} days {verb}.")
+    if dry_run:
+        click.echo("Dry run: nothing was written.")
+
+
 @tracker_cli.command("scheduler")
 @click.option("--once", is_flag=True, help="Take the lease, run every job once, and exit.")
 @with_appcontext
 def scheduler_command(once: bool) -> None:
-    """Run the scheduler: reminders, digests and mail delivery (its own process, never in web workers)."""
+    """Run the scheduler: reminders, digests, mail delivery and the daily purge of old security records.
+
+    Its own process, never started by web workers.
+    """
     import logging
 
     from flask import current_app

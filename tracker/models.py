@@ -212,7 +212,8 @@ class User(UserMixin, db.Model):
     #: IANA time zone override; None means the office's zone (UTC without an office).
     timezone: Mapped[str | None] = mapped_column(sa.String(64))
     active: Mapped[bool] = mapped_column(default=True)
-    #: Part of the session identity; rotated on password change so other sessions end.
+    #: Part of every password link (invitation, reset); rotated when the password changes so that
+    #: links sent before stop working.
     session_token: Mapped[str] = mapped_column(sa.String(64), default=lambda: secrets.token_urlsafe(32))
     # Notification preferences (overdue, escalation and "sent back" mail cannot be switched off).
     notify_due_soon: Mapped[bool] = mapped_column(default=True)
@@ -225,6 +226,13 @@ class User(UserMixin, db.Model):
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: SHA-256 of the secret in the user's calendar feed URL; None until they create one.
     calendar_token_hash: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    #: The TOTP secret (RFC 6238, base32) once the person has enrolled a second factor; None before.
+    totp_secret: Mapped[str | None] = mapped_column(sa.String(64))
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The last time step whose code was accepted: a code is never accepted twice.
+    totp_last_step: Mapped[int | None] = mapped_column(sa.BigInteger)
+    #: The single sign-on provider's subject (``iss`` + ``sub``) once the account was linked to it.
+    sso_subject: Mapped[str | None] = mapped_column(sa.String(500), unique=True)
 
     office: Mapped[Office | None] = relationship(back_populates="users")
 
@@ -251,9 +259,14 @@ class User(UserMixin, db.Model):
         """True if ``password`` matches the stored hash."""
         return bool(self.password_hash) and check_password_hash(self.password_hash, password)
 
+    #: Set by tracker.auth.signin.finish just before login_user: the new session's cookie identity.
+    session_identity = None  # not a column: an instance attribute while signing in
+
     def get_id(self) -> str:
-        """Flask-Login identity: the id and the session token, so a rotated token signs out."""
-        return f"{self.id}:{self.session_token}"
+        """Flask-Login identity: the server-side session's id and secret (tracker.auth.sessions)."""
+        if not self.session_identity:
+            raise RuntimeError("sign people in through tracker.auth.signin, which opens a session")
+        return self.session_identity
 
     @property
     def is_active(self) -> bool:  # Flask-Login refuses inactive users
@@ -264,6 +277,11 @@ class User(UserMixin, db.Model):
         """The time zone in which to show this user times: override, office, else UTC."""
         name = self.timezone or (self.office.timezone if self.office else None) or "UTC"
         return ZoneInfo(name)
+
+    @property
+    def has_second_factor(self) -> bool:
+        """True once the person has enrolled an authenticator app."""
+        return self.totp_secret is not None
 
     def __repr__(self) -> str:
         return f"<User {self.email} {self.role}>"
@@ -679,6 +697,75 @@ class ApiToken(db.Model):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship()
+
+
+class UserSession(db.Model):
+    """One sign-in: the cookie names it, and it ends for good at sign-out, when idle or too old.
+
+    The cookie carries the row's id and a secret; only the secret's SHA-256 is stored.
+    """
+
+    __tablename__ = "user_session"
+    __table_args__ = (sa.Index("ix_user_session_user_id_ended_at", "user_id", "ended_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("user_account.id", ondelete="CASCADE"))
+    secret_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: The latest moment it may last (created + TRACKER_SESSION_MAX_DAYS), whatever its use.
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: "Keep me signed in": survives closing the browser and idle hours (never the maximum).
+    remember: Mapped[bool] = mapped_column(default=False)
+    #: How the person proved who they are: password, password+totp, password+recovery, sso, sso+totp …
+    method: Mapped[str] = mapped_column(sa.String(30))
+    address: Mapped[str | None] = mapped_column(sa.String(64))
+    user_agent: Mapped[str | None] = mapped_column(sa.String(300))
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Why it ended: signed_out, idle, expired, ended_by_user, ended_by_admin, password_changed,
+    #: deactivated, second_factor_reset.
+    end_reason: Mapped[str | None] = mapped_column(sa.String(30))
+
+    user: Mapped[User] = relationship()
+
+
+class RecoveryCode(db.Model):
+    """A single-use code that stands in for the authenticator app; only its SHA-256 is stored."""
+
+    __tablename__ = "recovery_code"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("user_account.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditEvent(db.Model):
+    """A security event: sign-in, second factor, session, role, token, SSO link (kept TRACKER_AUDIT_DAYS)."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (
+        sa.Index("ix_audit_event_kind_at", "kind", "at"),
+        sa.Index("ix_audit_event_subject_id_at", "subject_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    #: What happened (tracker.auth.audit.EVENTS lists the kinds).
+    kind: Mapped[str] = mapped_column(sa.String(40))
+    #: Who did it (None: nobody signed in, e.g. a failed sign-in, or the system).
+    actor_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user_account.id", ondelete="SET NULL"))
+    #: Whose account it concerns.
+    subject_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user_account.id", ondelete="SET NULL"))
+    #: The email given, for events without a known account (a failed sign-in with an unknown email).
+    email: Mapped[str | None] = mapped_column(sa.String(254))
+    address: Mapped[str | None] = mapped_column(sa.String(64))
+    #: A short description: the role change, the token's name, the session ended …
+    detail: Mapped[str | None] = mapped_column(sa.String(500))
+
+    actor: Mapped[User | None] = relationship(foreign_keys=[actor_id])
+    subject: Mapped[User | None] = relationship(foreign_keys=[subject_id])
 
 
 class SchedulerLease(db.Model):

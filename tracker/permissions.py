@@ -56,6 +56,8 @@ class Perm(enum.StrEnum):
     MANAGE_OUTBOX = "manage_outbox"
     #: Record someone else's absence (everyone may record their own: see may_record_absence).
     MANAGE_ABSENCES = "manage_absences"
+    #: Read the log of security events (sign-ins, second factors, sessions, roles, tokens).
+    VIEW_AUDIT = "view_audit"
 
 
 class Scope(enum.Enum):
@@ -90,6 +92,7 @@ RULES: dict[Perm, dict[Role, Scope]] = {
     Perm.MANAGE_OFFICES: {A: ALL},
     Perm.MANAGE_OUTBOX: {A: ALL},
     Perm.MANAGE_ABSENCES: {A: ALL},
+    Perm.VIEW_AUDIT: {A: ALL},
 }
 
 
@@ -126,6 +129,15 @@ def can(user: User | Any, perm: Perm, obj: Any = None) -> bool:
         raise TypeError(f"{perm} needs the object it applies to")
     offices = office_scope(user)
     return offices is None or office_of(obj) in offices
+
+
+def can_somewhere(user: User | Any, perm: Perm) -> bool:
+    """May ``user`` do ``perm`` to anything at all (at least in their own office)?
+
+    For a refusal that must come before the object is known, e.g. before the people a request
+    names are looked up (the API), so that who may not act learns nothing about them.
+    """
+    return _usable(user) and Role(user.role) in RULES[perm]
 
 
 def require(user: User | Any, perm: Perm, obj: Any = None, *, hide: bool = False) -> None:

@@ -66,6 +66,15 @@ def dispatch_job(now: datetime, clock: Clock | None = None, holder: str | None =
     return dispatch.next_run_at(clock() if clock else now)
 
 
+def purge_job(now: datetime, clock: Clock | None = None, holder: str | None = None) -> None:
+    """Delete security events and sessions older than TRACKER_AUDIT_DAYS (daily; idempotent)."""
+    from tracker.auth import audit
+
+    events, sessions = audit.purge_security_records(now)
+    if events or sessions:
+        log.info("purged %s security events and %s sessions", events, sessions)
+
+
 @dataclass(frozen=True)
 class Job:
     """A periodic job: a stable id, the setting that holds its period in seconds, what it runs.
@@ -83,6 +92,7 @@ class Job:
 JOBS = [
     Job("compose", "TRACKER_COMPOSE_EVERY_SECONDS", compose_job),
     Job("dispatch", "TRACKER_DISPATCH_EVERY_SECONDS", dispatch_job, commits=False),  # commits per batch
+    Job("purge", "TRACKER_PURGE_EVERY_SECONDS", purge_job),
 ]
 
 

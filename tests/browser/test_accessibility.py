@@ -31,12 +31,14 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pyotp
 import pytest
 from flask import Flask, render_template_string
 from flask_babel import force_locale
 
 from tests.browser.conftest import ARTIFACTS, screenshot
 from tests.conftest import PASSWORD, World
+from tracker.auth import twofactor
 from tracker.extensions import db
 from tracker.models import (
     ActionItem,
@@ -49,6 +51,7 @@ from tracker.models import (
     Recommendation,
     SchedulerLease,
     User,
+    UserSession,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,6 +115,41 @@ def _sign_in_wrongly(page, ids: dict[str, int]) -> None:
     page.get_by_text("Invalid email or password.").wait_for()
 
 
+def _bad_audit_filters(page, ids: dict[str, int]) -> None:
+    page.get_by_label("IP address").fill("not an address")
+    page.get_by_role("button", name="Apply filters").click()
+    page.get_by_text("Not an IP address").wait_for()
+
+
+def _pending_second_factor(page, ids: dict[str, int]) -> None:
+    """Give the password of the manager, who has a second factor: the code is asked for."""
+    page.get_by_label("Email").fill("manager@example.test")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/auth/second-factor$"))
+
+
+def _wrong_second_factor(page, ids: dict[str, int]) -> None:
+    _pending_second_factor(page, ids)
+    page.get_by_label("Code from your authenticator app").fill("000000")
+    page.get_by_role("button", name="Verify").click()
+    page.get_by_text("This code is not right").wait_for()
+
+
+def _pending_recovery_code(page, ids: dict[str, int]) -> None:
+    _pending_second_factor(page, ids)
+    page.get_by_role("link", name="Use a recovery code instead").click()
+    page.wait_for_url(re.compile(r"use=recovery$"))
+
+
+def _new_recovery_codes(page, ids: dict[str, int]) -> None:
+    """Finish the enrolment with the code of the key the page shows: the recovery codes appear."""
+    key = page.locator("code.totp-key").inner_text().replace(" ", "")
+    page.get_by_label("Code from your authenticator app").fill(pyotp.TOTP(key).now())
+    page.get_by_role("button", name="Turn on the second factor").click()
+    page.get_by_role("heading", name="Your recovery codes").wait_for()
+
+
 def _refused_update(page, ids: dict[str, int]) -> None:
     page.get_by_label("Progress (%)").fill("150")
     page.get_by_role("button", name="Save update").click()
@@ -169,6 +207,9 @@ class MainPage:
 MAIN_PAGES = [
     MainPage("sign-in", None, "/auth/login"),
     MainPage("sign-in-refused", None, "/auth/login", _sign_in_wrongly),
+    MainPage("second-factor", None, "/auth/login", _pending_second_factor),
+    MainPage("second-factor-refused", None, "/auth/login", _wrong_second_factor),
+    MainPage("second-factor-recovery", None, "/auth/login", _pending_recovery_code),
     MainPage("actions", "reviewer", "/"),
     MainPage("dashboard", "reviewer", "/dashboard"),
     MainPage("recommendations", "reviewer", "/recommendations"),
@@ -186,11 +227,16 @@ MAIN_PAGES = [
     MainPage("action-extension-decision", "reviewer", "/actions/{overdue}"),
     MainPage("outbox", "admin", "/admin/outbox"),
     MainPage("outbox-message", "admin", "/admin/outbox/{failed_mail}"),
+    MainPage("audit-log", "admin", "/admin/audit"),
+    MainPage("audit-log-bad-filters", "admin", "/admin/audit", _bad_audit_filters),
     MainPage("preferences", "manager_sg", "/preferences"),
     MainPage("import", "admin", "/import"),
     MainPage("import-preview", "admin", "/import", _import_preview),
     MainPage("import-preview-problems", "admin", "/import", _import_preview_with_problems),
     MainPage("profile", "focal_sg", "/profile"),
+    MainPage("profile-end-session", "focal_sg", "/profile/sessions/{other_session}/end"),
+    MainPage("second-factor-enrol", "focal_sg", "/auth/second-factor/enrol"),
+    MainPage("recovery-codes", "focal_my", "/auth/second-factor/enrol", _new_recovery_codes),
     MainPage("report-programme", "reviewer", "/reports/programme"),
     MainPage("report-office", "focal_sg", "/reports/offices/SG"),
 ]
@@ -320,7 +366,26 @@ def pages_data(app: Flask, world: World) -> dict[str, int]:
             requested_deadline=overdue.deadline + timedelta(days=90),
             reason="The trainers are only free next quarter.",
         )
-        db.session.add_all([rec2, completed, overdue, blocked, verified, response, *mails, lease, extension])
+        # focal_sg is signed in on a phone too: the profile lists it with its "End" link.
+        phone = UserSession(
+            user_id=focal_sg.id,
+            secret_hash=secrets.token_hex(32),
+            created_at=now - timedelta(days=2),
+            last_seen_at=now - timedelta(hours=3),
+            expires_at=now + timedelta(days=28),
+            remember=True,
+            method="password",
+            address="203.0.113.7",
+            user_agent="Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+            "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
+        )
+        db.session.add_all(
+            [rec2, completed, overdue, blocked, verified, response, *mails, lease, extension, phone]
+        )
+        # The programme manager has a second factor: the sign-in asks them for a code.
+        manager = db.session.get(User, world.user_ids["manager"])
+        key, enrolled_at = twofactor.new_secret(), now - timedelta(minutes=5)
+        twofactor.enable(manager, key, pyotp.TOTP(key).at(enrolled_at), enrolled_at)
         db.session.commit()
         return {
             "item": world.items["SG"],
@@ -328,6 +393,7 @@ def pages_data(app: Flask, world: World) -> dict[str, int]:
             "completed": completed.id,
             "overdue": overdue.id,
             "failed_mail": mails[0].id,
+            "other_session": phone.id,
         }
 
 
@@ -339,7 +405,9 @@ def visitor(browser, live_server, world: World) -> Iterator[Callable[..., object
     def page_for(role: str | None, **options) -> object:
         key = (role, json.dumps(options, sort_keys=True))
         if key not in contexts:
-            context = browser.new_context(base_url=live_server, **options)
+            # axe-core goes in as an inline script, which the site's Content-Security-Policy refuses;
+            # tests/browser/test_security_browser.py checks the pages under the policy.
+            context = browser.new_context(base_url=live_server, bypass_csp=True, **options)
             page = context.new_page()
             page.set_default_timeout(10_000)
             if role:

@@ -236,6 +236,8 @@ def record_update(actor: User, item: ActionItem, now: datetime, request: UpdateR
     ):
         raise WorkflowError(_("Nothing to save: change something or write a note."))
 
+    if evidence_url and (problem := evidence.link_problem(evidence_url)):
+        raise WorkflowError(problem, "evidence_url")
     most = current_app.config["TRACKER_MAX_FILES_PER_UPDATE"]
     if len(files) > most:
         raise WorkflowError(_("Attach at most %(num)d files at a time.", num=most), "files")

@@ -1,15 +1,19 @@
-"""Evidence files: what may be uploaded, where it is kept, and how it is served.
+"""Evidence: links and files, what may be given, where files are kept, and how they are served.
 
-Files are checked by extension, size and first bytes (a renamed executable is not a PDF), stored
-under the upload folder with random names, and only ever served through a view that asks
-permissions.py about the item they belong to.
+Links are http or https addresses with a real host (:func:`link_problem`, for the form, the API and
+the command alike). Files are checked by extension, size and first bytes (a renamed executable is
+not a PDF), stored under the upload folder with random names, and only ever served through a view
+that asks permissions.py about the item they belong to.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from flask import current_app
 from flask_babel import gettext as _
@@ -29,6 +33,48 @@ ALLOWED: dict[str, tuple[str, tuple[bytes, ...] | None]] = {
     "csv": ("text/csv", None),
     "txt": ("text/plain", None),
 }
+
+
+#: The longest evidence link: the length of its column (ActionUpdate.evidence_url).
+MAX_LINK_LENGTH = 2000
+_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+def link_problem(url: str) -> str | None:
+    """Why ``url`` is not accepted as an evidence link, or None: http(s), a valid host, not too long.
+
+    White space around it is allowed (it is stripped when saved); inside it, it is not.
+    """
+    url = url.strip()
+    if len(url) > MAX_LINK_LENGTH:
+        return _("A web address is at most %(num)d characters.", num=MAX_LINK_LENGTH)
+    if not url.lower().startswith(("http://", "https://")):
+        return _("Give a web address starting with http:// or https://.")
+    try:
+        parts = urlsplit(url)
+        host, _port = parts.hostname, parts.port  # a bad port or [IPv6] raises ValueError
+    except ValueError:
+        return _("Give a full web address.")
+    if _SPACE_OR_CONTROL.search(url) or parts.username is not None or not host or not _valid_host(host):
+        return _("Give a full web address.")
+    return None
+
+
+def _valid_host(host: str) -> bool:
+    """A domain name (international ones too) or an IP address."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return True
+    try:
+        ascii_host = host.rstrip(".").encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    labels = ascii_host.split(".")
+    return len(ascii_host) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
 
 
 class EvidenceError(ValueError):

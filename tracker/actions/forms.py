@@ -13,13 +13,16 @@ from wtforms import (
     TextAreaField,
     URLField,
 )
-from wtforms.validators import URL, DataRequired, Length, NumberRange, Optional, ValidationError
+from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
+
+from tracker.actions import evidence
 
 
 def web_address(form: FlaskForm, field: URLField) -> None:
-    """Only http and https links: a javascript: or file: link is not evidence."""
-    if field.data and not field.data.lower().startswith(("http://", "https://")):
-        raise ValidationError(_l("Give a web address starting with http:// or https://."))
+    """Only http(s) links with a real host (evidence.link_problem): a javascript: link is not evidence."""
+    problem = evidence.link_problem(field.data) if field.data else None
+    if problem:
+        raise ValidationError(problem)
 
 
 class UpdateForm(FlaskForm):
@@ -33,15 +36,7 @@ class UpdateForm(FlaskForm):
     )
     deadline = DateField(_l("Deadline"), validators=[Optional()])
     note = TextAreaField(_l("Note"), validators=[Length(max=5000)])
-    evidence_url = URLField(
-        _l("Evidence link"),
-        validators=[
-            Optional(),
-            Length(max=2000),
-            URL(require_tld=False, message=_l("Give a full web address.")),
-            web_address,
-        ],
-    )
+    evidence_url = URLField(_l("Evidence link"), validators=[Optional(), web_address])
     files = MultipleFileField(_l("Evidence files"))
     submit = SubmitField(_l("Save update"))
 

@@ -30,6 +30,7 @@ from tracker.models import (
     User,
     normalise_email,
 )
+from tracker.params import whole_number
 from tracker.permissions import office_scope_clause
 
 _CONTROL_OR_BREAK = re.compile(r"[\x00-\x1f\x7f]")
@@ -135,11 +136,9 @@ def action_filters(args: Mapping[str, str]) -> ActionFilters:
 
     status = text("status", 40)
     raw_source = text("source", 20)
-    source_id = None
-    if raw_source and re.fullmatch(r"-?\d+", raw_source):
-        source_id = int(raw_source)
-        if not -(2**31) < source_id < 2**31:
-            raise FilterError(_("The filter “%(name)s” is not valid.", name="source"))
+    source_id = whole_number(raw_source) if raw_source else None
+    if source_id is None and raw_source and raw_source.lstrip("+-").isdigit():  # words are ignored
+        raise FilterError(_("The filter “%(name)s” is not valid.", name="source"))
     owner = text("owner", 254)
     return ActionFilters(
         office_code=text("office", 8),

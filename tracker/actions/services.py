@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy.orm import contains_eager, joinedload, selectinload
 
+from tracker import params
 from tracker.actions.queries import ActionFilters, assigned_filters, filtered_actions, visible_actions
 from tracker.extensions import db
 from tracker.models import (
@@ -28,7 +29,7 @@ def list_actions(
 ) -> Pagination:
     """One page of the items the user may see that pass the filters: open items first, then by deadline."""
     query = filtered_actions(user, now, filters)
-    return db.paginate(query, page=page, per_page=per_page, error_out=False, count=True)
+    return params.paginate(query, page=page, per_page=per_page)
 
 
 def get_action(user: User, action_id: int) -> ActionItem | None:
@@ -75,7 +76,7 @@ def my_actions(user: User, now: datetime, page: int, per_page: int) -> Paginatio
     Ordered by deadline, so what is overdue comes first and what is due soon next.
     """
     query = filtered_actions(user, now, assigned_filters(user))
-    return db.paginate(query, page=page, per_page=per_page, error_out=False)
+    return params.paginate(query, page=page, per_page=per_page)
 
 
 def verification_queue(user: User, page: int, per_page: int) -> Pagination:
@@ -85,7 +86,7 @@ def verification_queue(user: User, page: int, per_page: int) -> Pagination:
         .where(ActionItem.status == Status.COMPLETED.value)
         .order_by(ActionItem.updated_at, ActionItem.id)
     )
-    return db.paginate(query, page=page, per_page=per_page, error_out=False)
+    return params.paginate(query, page=page, per_page=per_page)
 
 
 def pending_extensions(user: User) -> list[ExtensionRequest]:

@@ -13,6 +13,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.wrappers import Response
 from wtforms import SelectChoice
 
+from tracker import params
 from tracker.actions import commands, evidence, extensions, queries, services, workflow
 from tracker.actions.forms import (
     ExtensionDecisionForm,
@@ -33,6 +34,11 @@ from tracker.profile import absences
 bp = Blueprint("actions", __name__)
 
 
+def _version(form: Any) -> int:
+    """The item's version the form was based on; a missing or forged one (0) matches none: a conflict."""
+    return params.whole_number(form.version.data) or 0
+
+
 @bp.route("/")
 @login_required
 def home() -> ResponseReturnValue:
@@ -47,7 +53,7 @@ def home() -> ResponseReturnValue:
         current_user,
         now,
         filters,
-        page=request.args.get("page", 1, type=int),
+        page=params.page_arg(),
         per_page=current_app.config["TRACKER_PAGE_SIZE"],
     )
     return render_template(
@@ -94,7 +100,7 @@ def detail(action_id: int) -> ResponseReturnValue:
             except StaleDataError:  # someone saved between our read and our write
                 db.session.rollback()
                 item = services.get_action(current_user, action_id) or abort(404)
-                conflict = commands.ConflictError(item, commands.changes_since(item, int(form.version.data)))
+                conflict = commands.ConflictError(item, commands.changes_since(item, _version(form)))
             else:
                 flash(_("Your update is saved."), "success")
                 back = safe_next_url(request.args.get("next"))
@@ -219,7 +225,7 @@ def verify(action_id: int) -> ResponseReturnValue:
         status = 409
     elif form.validate_on_submit():
         request_ = commands.UpdateRequest(
-            version=int(form.version.data), status=Status.VERIFIED.value, note=form.note.data or ""
+            version=_version(form), status=Status.VERIFIED.value, note=form.note.data or ""
         )
         try:
             update = commands.record_update(current_user, item, now, request_)
@@ -254,7 +260,7 @@ def reopen(action_id: int) -> ResponseReturnValue:
         ReopenForm,
         "reopen_form",
         lambda item, form, now: commands.reopen(
-            current_user, item, now, form.note.data or "", int(form.version.data), form.progress.data
+            current_user, item, now, form.note.data or "", _version(form), form.progress.data
         ),
         _("The action is reopened; its owner is told."),
     )
@@ -270,7 +276,7 @@ def withdraw(action_id: int) -> ResponseReturnValue:
         WithdrawForm,
         "withdraw_form",
         lambda item, form, now: commands.withdraw_completion(
-            current_user, item, now, form.note.data or "", int(form.version.data)
+            current_user, item, now, form.note.data or "", _version(form)
         ),
         _("The completion report is withdrawn; the action is in progress again."),
     )
@@ -315,9 +321,7 @@ def _side_form(
 def my_work() -> str:
     """The open actions a person owns or deputises (a manager: all open actions of their scope)."""
     now = datetime.now(UTC)
-    page = services.my_actions(
-        current_user, now, request.args.get("page", 1, type=int), current_app.config["TRACKER_PAGE_SIZE"]
-    )
+    page = services.my_actions(current_user, now, params.page_arg(), current_app.config["TRACKER_PAGE_SIZE"])
     covering = absences.covered_for(current_user, absences.today_of(current_user, now))
     return render_template("actions/my.html", page=page, now=now, soon=timedelta(days=14), covering=covering)
 
@@ -328,7 +332,7 @@ def verification() -> str:
     """The review queue: completions awaiting verification and extension requests, oldest first."""
     require(current_user, Perm.VERIFY_ACTION)
     page = services.verification_queue(
-        current_user, request.args.get("page", 1, type=int), current_app.config["TRACKER_PAGE_SIZE"]
+        current_user, params.page_arg(), current_app.config["TRACKER_PAGE_SIZE"]
     )
     reports = services.completion_reports([item.id for item in page.items])
     return render_template(
@@ -369,7 +373,7 @@ def _offer_choices(form: UpdateForm, item: ActionItem) -> bool:
 
 def _update_request(form: UpdateForm) -> commands.UpdateRequest:
     return commands.UpdateRequest(
-        version=int(form.version.data),
+        version=_version(form),
         status=form.status.data or None,
         progress=form.progress.data,
         # Only those who decide extensions see the field; the command refuses a forged one.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from zoneinfo import available_timezones
 
@@ -21,9 +21,10 @@ from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
+from tracker.auth import audit, sessions
 from tracker.auth.services import MIN_PASSWORD_LENGTH
 from tracker.extensions import db
-from tracker.models import Office, Role, User, normalise_email
+from tracker.models import ApiToken, Office, Role, User, normalise_email
 
 #: An office code: 2 to 8 letters (ISO 3166 alpha-2 codes, or longer ones for regional bodies).
 OFFICE_CODE = re.compile(r"[A-Za-z]{2,8}")
@@ -215,6 +216,7 @@ def create_user(
         user.set_password(password)
     db.session.add(user)
     _flush(UserError)
+    audit.record("user_created", now or datetime.now(UTC), actor=actor, subject=user, detail=user.role)
     return user
 
 
@@ -227,8 +229,12 @@ def update_user(
     office_code: str | None,
     language: str | None,
     timezone: str | None,
+    now: datetime | None = None,
 ) -> None:
-    """Change a user's name, role, office, language and time zone; an admin cannot demote themselves."""
+    """Change a user's name, role, office, language and time zone; an admin cannot demote themselves.
+
+    A change of role or office is recorded in the audit log.
+    """
     name = name.strip()
     if not name:
         raise UserError(_("A name is needed."), "name")
@@ -241,6 +247,20 @@ def update_user(
     _check_role_and_office(checked_role, office)
     language = _check_language(language)
     timezone = _check_timezone(timezone)
+    now = now or datetime.now(UTC)
+    if user.role != checked_role.value:
+        audit.record(
+            "role_changed", now, actor=actor, subject=user, detail=f"{user.role} → {checked_role.value}"
+        )
+    if user.office_id != (office.id if office else None):
+        before = user.office.code if user.office else "—"
+        audit.record(
+            "office_changed",
+            now,
+            actor=actor,
+            subject=user,
+            detail=f"{before} → {office.code if office else '—'}",
+        )
     user.name = name
     user.role = checked_role.value
     user.office = office
@@ -249,35 +269,74 @@ def update_user(
     _flush(UserError)
 
 
-def deactivate_user(actor: User, user: User) -> bool:
-    """Stop a user from signing in and end their sessions; False if they already were inactive."""
+def deactivate_user(actor: User, user: User, now: datetime | None = None) -> bool:
+    """Stop a user from signing in, end their sessions and revoke their API tokens for good.
+
+    False if they already were inactive. The tokens stay revoked if the account is reactivated.
+    """
     if user.id == actor.id:
         raise UserError(_("You cannot deactivate your own account."))
     if not user.active:
         return False
+    now = now or datetime.now(UTC)
     user.active = False
-    user.session_token = secrets.token_urlsafe(32)  # every signed-in session of theirs ends
+    user.session_token = secrets.token_urlsafe(32)  # password links sent before stop working
+    sessions.end_all(user, "deactivated", now)
+    revoked = db.session.execute(
+        sa.update(ApiToken)
+        .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    audit.record(
+        "user_deactivated", now, actor=actor, subject=user, detail=f"{revoked or 0} API tokens revoked"
+    )
     _flush(UserError)
     return True
 
 
-def reactivate_user(actor: User, user: User) -> bool:
+def reactivate_user(actor: User, user: User, now: datetime | None = None) -> bool:
     """Let a deactivated user sign in again; False if they already were active."""
     if user.active:
         return False
     user.active = True
+    audit.record("user_reactivated", now or datetime.now(UTC), actor=actor, subject=user)
     _flush(UserError)
     return True
 
 
-def reset_password(actor: User, user: User) -> str:
+def reset_password(actor: User, user: User, now: datetime | None = None) -> str:
     """Give a user a random temporary password (their sessions end) and return it, to show once."""
     if user.id == actor.id:
         raise UserError(_("Change your own password on the Password page."))
     temporary = secrets.token_urlsafe(12)  # 16 characters, about 96 bits
+    now = now or datetime.now(UTC)
     user.set_password(temporary)
+    sessions.end_all(user, "password_changed", now)
+    audit.record("password_reset", now, actor=actor, subject=user, detail="temporary password by an admin")
     _flush(UserError)
     return temporary
+
+
+def open_session_count(user: User, now: datetime) -> int:
+    """How many sessions the user has that can still be used (shown on their edit page)."""
+    return len(sessions.open_sessions(user, now))
+
+
+def end_sessions(actor: User, user: User, now: datetime) -> int:
+    """Sign a user out everywhere (a saved cookie opens nothing afterwards); returns how many ended.
+
+    Not for one's own account: the profile page ends one's other sessions and keeps this one.
+    """
+    if user.id == actor.id:
+        raise UserError(_("End your own sessions on your profile page."))
+    count = sessions.end_all(user, "ended_by_admin", now)
+    if count:
+        audit.record(
+            "session_ended", now, actor=actor, subject=user, detail=f"ended by an admin: {count} sessions"
+        )
+    _flush(UserError)
+    return count
 
 
 # --- offices ---------------------------------------------------------------------------------

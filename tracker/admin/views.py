@@ -13,15 +13,18 @@ from flask import (
     redirect,
     render_template,
     request,
+    stream_with_context,
     url_for,
 )
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from flask_login import current_user, login_required
+from flask_sqlalchemy.pagination import Pagination
 from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
 
-from tracker.admin import services
+from tracker.admin import audit_log, services
 from tracker.admin.forms import (
     ConfirmForm,
     OfficeCreateForm,
@@ -32,14 +35,17 @@ from tracker.admin.forms import (
     office_choices,
 )
 from tracker.admin.services import OfficeError, UserError
+from tracker.auth import twofactor
 from tracker.extensions import db
 from tracker.forms import show_refusal
 from tracker.models import Office, Role, User
 from tracker.notifications.account import send_invitation
+from tracker.params import page_arg
 from tracker.permissions import Perm, require
 from tracker.profile import absences
 from tracker.profile.forms import AbsenceForm
 from tracker.profile.views import record_absence
+from tracker.transfer.export import csv_stream
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -167,7 +173,14 @@ def edit_user(user_id: int) -> Response | str:
             flash(_("The changes to %(name)s are saved.", name=user.name), "success")
             return redirect(url_for("admin.edit_user", user_id=user.id))
     _not_saved(form)
-    return render_template("admin/user_form.html", form=form, user=user, timezones=_timezones())
+    return render_template(
+        "admin/user_form.html",
+        form=form,
+        user=user,
+        timezones=_timezones(),
+        open_sessions=services.open_session_count(user, _now()),
+        second_factor=twofactor.status(user),
+    )
 
 
 @bp.route("/users/<int:user_id>/deactivate", methods=["GET", "POST"])
@@ -291,6 +304,97 @@ def reset_password(user_id: int) -> Response | str:
     return response
 
 
+@bp.route("/users/<int:user_id>/end-sessions", methods=["GET", "POST"])
+@login_required
+def end_sessions(user_id: int) -> Response | str:
+    """Ask, then sign a user out everywhere: every session they have open ends (admins only, not oneself)."""
+    require(current_user, Perm.MANAGE_USERS)
+    user = db.get_or_404(User, user_id)
+    back = url_for("admin.edit_user", user_id=user.id)
+    if user.id == current_user.id:
+        flash(_("End your own sessions on your profile page."), "error")
+        return redirect(back)
+    if request.method == "GET":
+        count = services.open_session_count(user, _now())
+        if not count:
+            flash(_("%(name)s has no open session.", name=user.name), "info")
+            return redirect(back)
+        return render_template(
+            "admin/confirm.html",
+            form=ConfirmForm(),
+            title=_("End every session of %(name)s?", name=user.name),
+            text=[
+                ngettext(
+                    "%(name)s has %(num)d open session. It ends now: every browser signed in as "
+                    "%(name)s is signed out, “Keep me signed in” included.",
+                    "%(name)s has %(num)d open sessions. They end now: every browser signed in as "
+                    "%(name)s is signed out, “Keep me signed in” included.",
+                    count,
+                    name=user.name,
+                ),
+                _("Their password stays as it is: they can sign in again."),
+            ],
+            button=_("End all sessions of %(name)s", name=user.name),
+            cancel=back,
+        )
+    try:
+        services.end_sessions(current_user, user, _now())
+        db.session.commit()
+    except UserError as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+    else:
+        flash(_("%(name)s is signed out everywhere.", name=user.name), "success")
+    return redirect(back)
+
+
+@bp.route("/users/<int:user_id>/reset-second-factor", methods=["GET", "POST"])
+@login_required
+def reset_second_factor(user_id: int) -> Response | str:
+    """Ask, then remove a user's second factor and end their sessions (admins only, not oneself)."""
+    require(current_user, Perm.MANAGE_USERS)
+    user = db.get_or_404(User, user_id)
+    back = url_for("admin.edit_user", user_id=user.id)
+    if user.id == current_user.id:
+        flash(_("Manage your own second factor on your profile page."), "error")
+        return redirect(back)
+    if not user.has_second_factor:
+        flash(_("%(name)s does not use a second factor.", name=user.name), "info")
+        return redirect(back)
+    form = ConfirmForm()
+    if not form.validate_on_submit():
+        return render_template(
+            "admin/confirm.html",
+            form=form,
+            title=_("Reset the second factor of %(name)s?", name=user.name),
+            text=[
+                _(
+                    "Their authenticator app and recovery codes stop working, and every session they "
+                    "have open ends now. They sign in next with their password alone and, if their "
+                    "role requires a second factor, set up a new one before they get in.",
+                ),
+                _(
+                    "Do this only once you are sure who asked for it, e.g. after a call to %(name)s.",
+                    name=user.name,
+                ),
+            ],
+            button=_("Reset the second factor of %(name)s", name=user.name),
+            cancel=back,
+        )
+    try:
+        twofactor.reset(current_user, user, _now())
+        db.session.commit()
+    except twofactor.TwoFactorError as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+    else:
+        flash(
+            _("The second factor of %(name)s is reset and they are signed out everywhere.", name=user.name),
+            "success",
+        )
+    return redirect(back)
+
+
 # --- absences --------------------------------------------------------------------------------
 
 
@@ -344,6 +448,57 @@ def delete_user_absence(user_id: int, absence_id: int) -> Response | str:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+# --- audit log -------------------------------------------------------------------------------
+
+
+def _audit_filters() -> tuple[audit_log.AuditFilters, dict[str, str]]:
+    return audit_log.read_filters(request.args, current_user.zone)
+
+
+def _audit_page(page: Pagination | None, errors: dict[str, str]) -> ResponseReturnValue:
+    """The audit page: the filter form as asked, then the events (or, with errors, the messages only)."""
+    values = {name: request.args.get(name, "") for name in audit_log.FILTER_NAMES}
+    return render_template(
+        "admin/audit.html",
+        page=page,
+        errors=errors,
+        values=values,
+        kinds=audit_log.kind_choices(),
+        kind_label=audit_log.kind_label,
+        download={name: value for name, value in values.items() if value},
+    ), (400 if errors else 200)
+
+
+@bp.route("/audit")
+@login_required
+def audit() -> ResponseReturnValue:
+    """The security events, newest first, filtered by the URL and paginated (admins only)."""
+    require(current_user, Perm.VIEW_AUDIT)
+    filters, errors = _audit_filters()
+    if errors:
+        return _audit_page(None, errors)
+    page = audit_log.events_page(filters, page=page_arg(), per_page=current_app.config["TRACKER_PAGE_SIZE"])
+    return _audit_page(page, errors)
+
+
+@bp.route("/audit.csv")
+@login_required
+def audit_csv() -> ResponseReturnValue:
+    """The security events under the page's filters, as CSV streamed row by row (admins only)."""
+    require(current_user, Perm.VIEW_AUDIT)
+    filters, errors = _audit_filters()
+    if errors:
+        return _audit_page(None, errors)
+    today = _now().astimezone(current_user.zone).date()
+    response = current_app.response_class(
+        stream_with_context(csv_stream(audit_log.csv_header(), audit_log.csv_rows(filters))),
+        mimetype="text/csv",
+    )
+    response.headers["Content-Disposition"] = f'attachment; filename="audit-{today:%Y%m%d}.csv"'
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
 
 
 # --- offices ---------------------------------------------------------------------------------

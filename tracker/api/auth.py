@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from flask_babel import gettext as _
 from sqlalchemy.orm import joinedload
 
+from tracker.auth import audit
 from tracker.extensions import db
 from tracker.models import ApiToken, User
 
@@ -64,6 +65,7 @@ def create_token(user: User, name: str, now: datetime) -> tuple[ApiToken, str]:
     token = ApiToken(user_id=user.id, name=name, token_hash=hash_secret(secret), created_at=now)
     db.session.add(token)
     db.session.flush()
+    audit.record("token_created", now, actor=user, subject=user, detail=f"#{token.id} {name}")
     log.info("API token %s created for user %s", token.id, user.id)
     return token, secret
 
@@ -91,6 +93,9 @@ def revoke_token(token: ApiToken, now: datetime) -> None:
     """Stop a token from working (kept, marked revoked, for the record); revoking twice does nothing."""
     if token.revoked_at is None:
         token.revoked_at = now
+        audit.record(
+            "token_revoked", now, actor=token.user, subject=token.user, detail=f"#{token.id} {token.name}"
+        )
         db.session.flush()
         log.info("API token %s revoked", token.id)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 from flask_babel import gettext as _
 from flask_sqlalchemy.pagination import Pagination
 
+from tracker.actions import evidence
 from tracker.models import (
     ActionItem,
     ActionUpdate,
@@ -33,9 +34,10 @@ from tracker.models import (
     User,
 )
 from tracker.notifications.render import absolute_url
+from tracker.params import MAX_INT
 
 #: Largest id accepted anywhere (a 32-bit column); larger numbers are refused before any query.
-MAX_ID = 2**31 - 1
+MAX_ID = MAX_INT
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _QUERY_INT = re.compile(r"-?[0-9]{1,12}")
 
@@ -67,6 +69,9 @@ class Field:
     blank: bool = True
     #: Documented default of an optional query parameter.
     default: Any = None
+    #: A check of a string that JSON Schema cannot express, made before ``enum`` and ``pattern`` so
+    #: that its clearer message wins: the value → why it is refused, or None.
+    problem: Callable[[str], str | None] | None = None
 
     def json_schema(self) -> dict[str, Any]:
         """This field as JSON Schema (OpenAPI 3.1)."""
@@ -153,6 +158,8 @@ class Field:
             )
         if self.min_length is not None and len(value) < self.min_length:
             raise Invalid([(name, _("%(field)s may not be empty.", field=name))])
+        if self.problem is not None and (problem := self.problem(value)):
+            raise Invalid([(name, problem)])
         if self.enum is not None and value not in self.enum:
             raise Invalid(
                 [(name, _("%(field)s must be one of: %(values)s.", field=name, values=", ".join(self.enum)))]
@@ -333,10 +340,11 @@ ACTION_PATCH: Spec = {
     ),
     "evidence_url": Field(
         "string",
-        "An http(s) link to evidence.",
+        "An http(s) link to evidence, with a valid host.",
         nullable=True,
-        max_length=2000,
+        max_length=evidence.MAX_LINK_LENGTH,
         pattern=r"[Hh][Tt][Tt][Pp][Ss]?://[^ ]+",
+        problem=evidence.link_problem,
     ),
     "owner": Field("string", "Email of the new owner (reviewers and admins).", **_EMAIL),
     "deputy": Field(

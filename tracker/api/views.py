@@ -12,7 +12,6 @@ import json
 import logging
 from datetime import UTC, datetime
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from flask import Blueprint, current_app, g, request, url_for
@@ -21,7 +20,7 @@ from flask_babel import gettext as _
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.exc import StaleDataError
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, default_exceptions
+from werkzeug.exceptions import Forbidden, HTTPException, MethodNotAllowed, NotFound, default_exceptions
 from werkzeug.http import HTTP_STATUS_CODES, parse_etags
 from werkzeug.routing import RoutingException
 from werkzeug.wrappers import Response
@@ -42,7 +41,7 @@ from tracker.models import (
     normalise_email,
 )
 from tracker.offices import services as office_services
-from tracker.permissions import Perm, require
+from tracker.permissions import Perm, can_somewhere, require
 from tracker.recommendations import services as recommendation_services
 
 log = logging.getLogger(__name__)
@@ -210,13 +209,6 @@ def _no_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
 
 
-def _id_or_404(value: int) -> int:
-    """Ids beyond a 32-bit column are refused before they reach the database (SQLite overflows)."""
-    if not 1 <= value <= schemas.MAX_ID:
-        raise NotFound()
-    return value
-
-
 def _json(data: Any, status: int = 200, etag: int | None = None, location: str | None = None) -> Response:
     response = current_app.json.response(data)
     response.status_code = status
@@ -320,7 +312,7 @@ def recommendations() -> Response:
 def recommendation(id: int) -> Response:
     """One recommendation."""
     require(_user(), Perm.VIEW_RECOMMENDATION)
-    found = recommendation_services.get_recommendation(_id_or_404(id)) or _not_found()
+    found = recommendation_services.get_recommendation(id) or _not_found()
     return _json(schemas.recommendation_json(found))
 
 
@@ -358,7 +350,7 @@ def update_recommendation(id: int) -> Response:
     """Change a recommendation's fields, or archive or restore it (reviewers and admins)."""
     user = _user()
     require(user, Perm.EDIT_RECOMMENDATION)
-    found = recommendation_services.get_recommendation(_id_or_404(id)) or _not_found()
+    found = recommendation_services.get_recommendation(id) or _not_found()
     data = schemas.validate_body(schemas.RECOMMENDATION_PATCH, _json_body(), partial=True)
     archived = data.pop("archived", None)
     now = _now()
@@ -393,7 +385,7 @@ def recommendation_history(id: int) -> Response:
 
     user = _user()
     require(user, Perm.VIEW_RECOMMENDATION)
-    found = recommendation_services.get_recommendation(_id_or_404(id)) or _not_found()
+    found = recommendation_services.get_recommendation(id) or _not_found()
     return _json({"items": [schemas.change_json(c) for c in history.history(user, found)]})
 
 
@@ -430,6 +422,8 @@ def action(id: int) -> Response:
 def create_action() -> Response:
     """Add an action to an office's plan (reviewers and admins), not started."""
     user, now = _user(), _now()
+    if not can_somewhere(user, Perm.CREATE_ACTION):  # before the office and the people are looked up
+        raise Forbidden()
     data = schemas.validate_body(schemas.ACTION_CREATE, _json_body())
     office = office_services.find_office(data["office"])
     if office is None:
@@ -475,9 +469,9 @@ def update_action(id: int) -> Response:
                 _("The action changed since you read it: it is at version %(num)d.", num=item.version),
                 current_version=item.version,
             )
-    if data.get("evidence_url") and not urlsplit(data["evidence_url"]).hostname:
-        raise Invalid([("evidence_url", _("Give a full web address."))])
     plan = {k: data[k] for k in ("owner", "deputy") if k in data}
+    if plan:  # before the emails are looked up: who is not allowed learns nothing about them
+        require(user, Perm.EDIT_ACTION, item)
     workflow = {k: data[k] for k in ("status", "progress", "deadline", "evidence_url") if k in data}
     note = data.get("note", "")
     try:
@@ -578,7 +572,7 @@ def request_extension(id: int) -> Response:
 def decide_extension(id: int) -> Response:
     """Approve or reject a pending extension request (reviewers and admins); the requester is told."""
     user, now = _user(), _now()
-    extension = extensions.get_extension(user, _id_or_404(id))
+    extension = extensions.get_extension(user, id)
     if extension is None:
         raise NotFound()
     data = schemas.validate_body(schemas.EXTENSION_DECISION, _json_body())
@@ -600,7 +594,7 @@ def _refused_or_conflict(error: commands.WorkflowError) -> NoReturn:
 
 def _visible_item(action_id: int) -> ActionItem:
     """The item with what it shows loaded; 404 whether missing or out of the user's scope."""
-    item = office_services.get_item(_user(), _id_or_404(action_id))
+    item = office_services.get_item(_user(), action_id)
     if item is None:
         raise NotFound()
     return item

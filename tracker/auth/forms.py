@@ -1,8 +1,8 @@
-"""Sign-in and password forms."""
+"""Sign-in, password and second-factor forms."""
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, PasswordField, SubmitField
+from wtforms import BooleanField, EmailField, PasswordField, StringField, SubmitField
 from wtforms.validators import DataRequired, EqualTo, Length
 
 from tracker.auth.services import MIN_PASSWORD_LENGTH
@@ -37,3 +37,44 @@ class PasswordChangeForm(FlaskForm):
         validators=[DataRequired(), EqualTo("new", message=_l("The two passwords differ."))],
     )
     submit = SubmitField(_l("Change password"))
+
+
+def _strip(value: str | None) -> str | None:
+    return value.strip() if isinstance(value, str) else value
+
+
+class SecondFactorForm(FlaskForm):
+    """The six-digit code the authenticator app shows now."""
+
+    code = StringField(
+        _l("Code from your authenticator app"),
+        filters=[_strip],
+        validators=[DataRequired(message=_l("Type the six-digit code your app shows.")), Length(max=20)],
+        render_kw={"autocomplete": "one-time-code", "inputmode": "numeric", "spellcheck": "false"},
+    )
+    submit = SubmitField(_l("Verify"))
+
+
+class RecoveryCodeForm(FlaskForm):
+    """One of the recovery codes, in place of the app's code."""
+
+    code = StringField(
+        _l("Recovery code"),
+        filters=[_strip],
+        validators=[DataRequired(message=_l("Type one of your recovery codes.")), Length(max=40)],
+        render_kw={"autocomplete": "off", "spellcheck": "false", "autocapitalize": "none"},
+    )
+    submit = SubmitField(_l("Verify"))
+
+
+class RemoveSecondFactorForm(FlaskForm):
+    """The password and a current code, to turn the second factor off."""
+
+    password = PasswordField(_l("Your password"), validators=[DataRequired(), Length(max=1024)])
+    code = StringField(
+        _l("Code from your authenticator app, or a recovery code"),
+        filters=[_strip],
+        validators=[DataRequired(), Length(max=40)],
+        render_kw={"autocomplete": "one-time-code", "spellcheck": "false"},
+    )
+    submit = SubmitField(_l("Remove the second factor"))

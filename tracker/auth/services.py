@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
+from flask import url_for
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from tracker.auth import audit, sessions
 from tracker.extensions import db
 from tracker.models import User, normalise_email
 
@@ -21,37 +23,51 @@ MIN_PASSWORD_LENGTH = 10
 
 
 def load_user(identity: str) -> User | None:
-    """Flask-Login loader: the active user whose id and session token match the cookie."""
-    user_id, _, token = identity.partition(":")
-    if not user_id.isdigit() or not token:
-        return None
-    user = db.session.get(User, int(user_id))
-    if user is None or not user.active or user.session_token != token:
-        return None
-    return user
+    """Flask-Login loader: the active user of the open server-side session the cookie names."""
+    return sessions.load(identity, datetime.now(UTC))
 
 
 def authenticate(email: str, password: str, now: datetime) -> User | None:
-    """The active user with this email and password, or None; the reason is not revealed."""
+    """The active user with this email and password, or None; the reason is not revealed.
+
+    A refusal is recorded in the audit log (with the account when the email is known).
+    """
     user = db.session.scalar(sa.select(User).where(User.email == normalise_email(email)))
     if user is None or not user.password_hash:
         check_password_hash(_DUMMY_HASH, password)
         log.info("sign-in refused: unknown email or no password set")
+        audit.record(
+            "sign_in_failed",
+            now,
+            subject=user,
+            email=normalise_email(email)[:254],
+            detail="unknown email" if user is None else "no password set",
+        )
+        db.session.commit()
         return None
     if not user.check_password(password) or not user.active:
         log.info("sign-in refused for user %s", user.id)
+        reason = "wrong password" if user.active else "account deactivated"
+        audit.record("sign_in_failed", now, subject=user, email=user.email, detail=reason)
+        db.session.commit()
         return None
-    user.last_login_at = now
     return user
 
 
-def change_password(user: User, current: str, new: str) -> bool:
+def change_password(user: User, current: str, new: str, now: datetime) -> bool:
     """Set a new password if ``current`` is right; ends the user's other sessions."""
     if not user.check_password(current):
         return False
     user.set_password(new)
+    sessions.end_all(user, "password_changed", now, keep=sessions.current_id())
+    audit.record("password_changed", now, actor=user, subject=user)
     db.session.flush()
     return True
+
+
+def home_for(user: User) -> str:
+    """Where a person starts after signing in."""
+    return url_for("actions.home")
 
 
 def safe_next_url(target: str | None) -> str | None:

@@ -17,6 +17,7 @@ from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 from wtforms import SelectChoice
 
+from tracker import params
 from tracker.extensions import db
 from tracker.labels import kind_label
 from tracker.models import Notification, NotificationKind, NotificationState, SchedulerLease
@@ -120,11 +121,8 @@ def index() -> str:
     """The outbox, newest first, filtered by kind, state and recipient; the scheduler's heartbeat."""
     require(current_user, Perm.MANAGE_OUTBOX)
     filters = _filters()
-    page = db.paginate(
-        _query(filters),
-        page=request.args.get("page", 1, type=int),
-        per_page=current_app.config["TRACKER_PAGE_SIZE"],
-        error_out=False,
+    page = params.paginate(
+        _query(filters), page=params.page_arg(), per_page=current_app.config["TRACKER_PAGE_SIZE"]
     )
     return render_template(
         "outbox/index.html",
@@ -165,6 +163,15 @@ def detail(notification_id: int) -> str:
         kind_label=kind_label,
         state_label=state_label,
     )
+
+
+@bp.route("/<int:notification_id>/body.html")
+@login_required
+def mail_html(notification_id: int) -> Response:
+    """The HTML body of a message, for the sandboxed frame of its page (its policy: tracker/security.py)."""
+    require(current_user, Perm.MANAGE_OUTBOX)
+    notification = db.get_or_404(Notification, notification_id)
+    return Response(notification.body_html or "", mimetype="text/html")
 
 
 @bp.route("/<int:notification_id>/retry", methods=["POST"])

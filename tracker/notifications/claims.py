@@ -31,6 +31,7 @@ from types import TracebackType
 
 import sqlalchemy as sa
 
+from tracker.batches import chunks, size
 from tracker.extensions import db
 from tracker.models import Notification, NotificationState
 
@@ -117,14 +118,17 @@ def claim(now: datetime, batch_size: int, claim_for: timedelta, holder: str) -> 
             return []
         # The due condition again: SQLite has no row locks, and its writers take turns, so a
         # dispatcher that read the same ids a moment ago finds them claimed here and skips them.
-        statement = (
-            sa.update(Notification)
-            .where(Notification.id.in_(ids), _due(now))
-            .values(claimed_until=now + claim_for, claimed_by=holder)
-            .returning(*_COLUMNS)
-            .execution_options(synchronize_session=False)
-        )
-        rows = [Outgoing(*row) for row in db.session.execute(statement)]
+        # However large TRACKER_DISPATCH_BATCH is, each IN list stays bounded; one transaction.
+        rows = []
+        for chunk in chunks(ids, size()):
+            statement = (
+                sa.update(Notification)
+                .where(Notification.id.in_(chunk), _due(now))
+                .values(claimed_until=now + claim_for, claimed_by=holder)
+                .returning(*_COLUMNS)
+                .execution_options(synchronize_session=False)
+            )
+            rows.extend(Outgoing(*row) for row in db.session.execute(statement))
         db.session.commit()
     except BaseException:
         db.session.rollback()
@@ -164,12 +168,13 @@ def release(ids: Iterable[int], holder: str) -> None:
     if not ids:
         return
     try:
-        db.session.execute(
-            sa.update(Notification)
-            .where(_held(ids, holder))
-            .values(claimed_until=None, claimed_by=None)
-            .execution_options(synchronize_session=False)
-        )
+        for chunk in chunks(ids, size()):
+            db.session.execute(
+                sa.update(Notification)
+                .where(_held(chunk, holder))
+                .values(claimed_until=None, claimed_by=None)
+                .execution_options(synchronize_session=False)
+            )
         db.session.commit()
     except BaseException:
         db.session.rollback()
@@ -223,12 +228,13 @@ class Heartbeat:
             ids = sorted(self._ids)
         if not ids:
             return 0
+        renewed = 0
         with self.engine.begin() as connection:
-            renewed = connection.execute(
-                sa.update(Notification)
-                .where(_held(ids, self.holder))
-                .values(claimed_until=self.clock() + self.claim_for)
-            ).rowcount
+            until = self.clock() + self.claim_for
+            for chunk in chunks(ids, size(dialect=self.engine.dialect)):
+                renewed += connection.execute(
+                    sa.update(Notification).where(_held(chunk, self.holder)).values(claimed_until=until)
+                ).rowcount
         self.renewals += 1
         return renewed
 

@@ -38,7 +38,8 @@ Items of archived recommendations are left out of reminders and digests (as on t
 Nobody is told about an item that ``permissions.can`` does not let them see. The number of SQL
 statements is bounded: users, absences, candidate items (with office, recommendation, owner,
 notices, extensions and last update in the same query), their escalation rungs, the review list
-(two), the keys already queued; then one INSERT per new mail and one per 1,000 rows recorded.
+(two), the keys already queued (per 1,000); then one INSERT per new mail and one per 1,000 rows
+recorded (``tracker.batches``: no statement grows with the backlog).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import aliased, contains_eager, joinedload
 
 from tracker.actions.queries import office_today
+from tracker.batches import chunks, size
 from tracker.extensions import db
 from tracker.models import (
     CLOSED_STATUSES,
@@ -98,10 +100,6 @@ log = logging.getLogger(__name__)
 __all__ = ["ComposeConfigError", "Line", "Planned", "Settings", "compose", "compose_reminders"]
 
 _CLOSED = sorted(s.value for s in CLOSED_STATUSES)
-#: Keys looked up per statement when checking which mails exist already.
-_KEY_CHUNK = 500
-#: Rows per INSERT of recorded notices and escalations (PostgreSQL takes at most 65,535 parameters).
-_INSERT_CHUNK = 1000
 _RUNG = re.compile(r"^\s*(\d+)\s*:\s*([a-z_]+)\s*$")
 
 
@@ -351,10 +349,8 @@ def _pending_extensions() -> list[ExtensionRequest]:
 
 
 def _existing_keys(keys: Iterable[str]) -> set[str]:
-    keys = sorted(set(keys))
     found: set[str] = set()
-    for start in range(0, len(keys), _KEY_CHUNK):
-        chunk = keys[start : start + _KEY_CHUNK]
+    for chunk in chunks(sorted(set(keys)), size()):
         query = sa.select(Notification.idempotency_key).where(Notification.idempotency_key.in_(chunk))
         found.update(db.session.scalars(query))
     return found
@@ -459,14 +455,16 @@ def _queue(mail: _Mail, settings: Settings, now: datetime, dry_run: bool) -> Pla
 
 
 def _insert_rows(model: type[db.Model], rows: list[dict], unique: list[str]) -> None:
-    """INSERT … ON CONFLICT DO NOTHING, at most _INSERT_CHUNK rows per statement."""
+    """INSERT … ON CONFLICT DO NOTHING, one executemany per batch of rows (see tracker.batches)."""
     if not rows:
         return
-    dialect = db.session.get_bind().dialect.name
-    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect](model)
-    for start in range(0, len(rows), _INSERT_CHUNK):
-        chunk = rows[start : start + _INSERT_CHUNK]
-        db.session.execute(insert.values(chunk).on_conflict_do_nothing(index_elements=unique))
+    dialect = db.session.get_bind().dialect
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect.name](model.__table__)
+    statement = insert.on_conflict_do_nothing(index_elements=unique)
+    # Not .values(rows): a multi-row VALUES is one statement of every row's parameters, compiled
+    # anew each time. An executemany is compiled once and cut to the database's limit.
+    for chunk in chunks(rows, size(len(rows[0]), dialect)):
+        db.session.execute(statement, chunk)
 
 
 def compose_digests(quarter: Quarter | None, now: datetime, *, dry_run: bool = False) -> list[Planned]:

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
-from flask_login import current_user, login_required, login_user
+from flask_login import current_user, login_required
 
+from tracker.auth import audit, sessions, signin
 from tracker.extensions import csrf, db, limiter
 from tracker.models import User
 from tracker.notifications import account, tokens
@@ -75,11 +76,15 @@ def _set_password(token: str, purpose: str) -> ResponseReturnValue:
         return render_template("notifications/invalid_link.html"), 400
     form = SetPasswordForm()
     if form.validate_on_submit():
+        now = datetime.now(UTC)
         user.set_password(form.new.data)  # rotates the session token: this link stops working
-        db.session.commit()
-        login_user(user)
+        sessions.end_all(user, "password_changed", now)
+        audit.record(
+            "password_reset" if purpose == "reset" else "password_changed", now, actor=user, subject=user
+        )
         flash(_("Your password is set. Welcome."), "success")
-        return redirect(url_for("actions.home"))
+        # The link proves the mailbox only: a second factor is still asked for.
+        return signin.begin(user, "password", False, None, now)
     return render_template("notifications/set_password.html", form=form, user=user, purpose=purpose)
 
 

@@ -14,12 +14,20 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, DateField, HiddenField, SelectField, StringField, SubmitField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Length, Optional
 
+from tracker.params import whole_number
+
 
 def optional_id(value: Any) -> int | None:
-    """Coerce a select's value: an empty choice is None, anything else an integer (else invalid)."""
+    """Coerce a select's value: an empty choice is None, anything else an id in the database's range.
+
+    Anything else is invalid (ValueError), before it reaches a query where it would overflow.
+    """
     if value in (None, ""):
         return None
-    return int(value)
+    number = whole_number(str(value))
+    if number is None:
+        raise ValueError(f"not an id: {value!r}")
+    return number
 
 
 class ActionForm(FlaskForm):

@@ -13,6 +13,7 @@ from flask_login import current_user, login_required
 from sqlalchemy.orm.exc import StaleDataError
 from wtforms import SelectChoice
 
+from tracker import params
 from tracker.actions import reassign as reassigning
 from tracker.actions.commands import ConflictError, changes_since
 from tracker.extensions import db
@@ -66,7 +67,7 @@ def create_action(code: str) -> ResponseReturnValue:
     form = ActionForm()
     recommendations = _offer_choices(form, office, None)
     if request.method == "GET":
-        chosen = request.args.get("recommendation", type=int)
+        chosen = params.int_arg("recommendation")
         if chosen in {r.id for r in recommendations}:
             form.recommendation_id.data = chosen
     elif form.validate_on_submit():
@@ -106,8 +107,7 @@ def edit_action(action_id: int) -> ResponseReturnValue:
     conflict = None
     if form.validate_on_submit():
         # A missing or forged version cannot match: it is handled as a conflict.
-        raw = form.version.data or ""
-        version = int(raw) if raw.isdigit() and len(raw) < 10 else 0
+        version = params.whole_number(form.version.data) or 0
         try:
             services.edit_action(current_user, item, _now(), _fields(form), version)
             db.session.commit()

@@ -11,12 +11,14 @@ from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
 from tracker.api import auth as tokens
+from tracker.auth import sessions, twofactor
 from tracker.extensions import db
 from tracker.forms import show_refusal
 from tracker.models import User
 from tracker.notifications.render import absolute_url
 from tracker.permissions import may_record_absence
 from tracker.profile import absences, calendar
+from tracker.profile import sessions as own_sessions
 from tracker.profile.forms import AbsenceForm, ConfirmForm, TokenForm
 
 bp = Blueprint("profile", __name__)
@@ -28,12 +30,13 @@ FEED_CACHE_CONTROL = "private, max-age=900"
 @bp.route("/profile")
 @login_required
 def index() -> str:
-    """The user's absences, API tokens and calendar link."""
+    """The user's absences, API tokens, calendar link, and where they are signed in."""
     return _page(TokenForm())
 
 
 def _page(form: TokenForm, status: int = 200, absence_form: AbsenceForm | None = None) -> ResponseReturnValue:
-    today = absences.today_of(current_user, _now())
+    now = _now()
+    today = absences.today_of(current_user, now)
     return render_template(
         "profile/index.html",
         form=form,
@@ -43,6 +46,9 @@ def _page(form: TokenForm, status: int = 200, absence_form: AbsenceForm | None =
         tokens=tokens.user_tokens(current_user),
         has_calendar=current_user.calendar_token_hash is not None,
         api_document=absolute_url("api.openapi_document"),
+        second_factor=twofactor.status(current_user),
+        sessions=own_sessions.listing(current_user, now),
+        now=now,
     ), status
 
 
@@ -139,6 +145,60 @@ def revoke_token(token_id: int) -> ResponseReturnValue:
             _("Whatever uses it stops working at once. This cannot be undone; you can create a new token.")
         ],
         button=_("Revoke token"),
+    )
+
+
+@bp.route("/profile/sessions/<int:session_id>/end", methods=["GET", "POST"])
+@login_required
+def end_session(session_id: int) -> ResponseReturnValue:
+    """End one of one's own sessions elsewhere (a browser left signed in), after a confirmation page."""
+    row = own_sessions.get_own(current_user, session_id, _now()) or abort(404)  # someone else's: 404 too
+    back = url_for(".index", _anchor="sessions-heading")
+    if row.id == sessions.current_id():
+        flash(_("This is the session you are using: to end it, sign out."), "info")
+        return redirect(back)
+    form = ConfirmForm()
+    if form.validate_on_submit():
+        own_sessions.end_session(current_user, row, _now())
+        db.session.commit()
+        flash(_("The session is ended: that browser is signed out."), "success")
+        return redirect(back)
+    return render_template(
+        "profile/confirm.html",
+        form=form,
+        title=_("End the session in %(browser)s?", browser=own_sessions.browser_summary(row.user_agent)),
+        text=[
+            _(
+                "Whoever uses that browser is signed out at once, even if they chose “Keep me signed "
+                "in”. If you do not recognise the session, change your password too."
+            )
+        ],
+        button=_("End session"),
+    )
+
+
+@bp.route("/profile/sessions/end-others", methods=["GET", "POST"])
+@login_required
+def end_other_sessions() -> ResponseReturnValue:
+    """End every session of one's own but this one, after a confirmation page."""
+    back = url_for(".index", _anchor="sessions-heading")
+    form = ConfirmForm()
+    if form.validate_on_submit():
+        own_sessions.end_other_sessions(current_user, _now())
+        db.session.commit()
+        flash(_("Your other sessions are ended: you are signed in here only."), "success")
+        return redirect(back)
+    return render_template(
+        "profile/confirm.html",
+        form=form,
+        title=_("End all your other sessions?"),
+        text=[
+            _(
+                "Every other browser and device signed in as you is signed out at once. "
+                "You stay signed in here."
+            )
+        ],
+        button=_("End all other sessions"),
     )
 
 

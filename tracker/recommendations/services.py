@@ -10,6 +10,7 @@ from flask_babel import gettext as _
 from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy.orm import joinedload
 
+from tracker import params
 from tracker.extensions import db
 from tracker.models import (
     ActionItem,
@@ -92,7 +93,7 @@ def list_recommendations(user: User, filters: Filters, page: int, per_page: int)
             has_items = has_items.where(ActionItem.status == filters.status)
         query = query.where(has_items.exists())
     query = query.order_by(*SORTS.get(filters.sort, SORTS["code"]))
-    return db.paginate(query, page=page, per_page=per_page, error_out=False)
+    return params.paginate(query, page=page, per_page=per_page)
 
 
 def item_counts(user: User, recommendation_ids: list[int]) -> dict[int, tuple[int, int]]:

@@ -10,6 +10,7 @@ from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from wtforms import SelectChoice
 
+from tracker import params
 from tracker.extensions import db
 from tracker.models import Office, Priority, Recommendation, Source, Status
 from tracker.permissions import Perm, require
@@ -30,7 +31,7 @@ def index() -> str:
     args = request.args
     filters = services.Filters(
         q=args.get("q", "").strip()[:200],
-        source_id=args.get("source", type=int),
+        source_id=params.int_arg("source"),
         theme=args.get("theme", ""),
         priority=args.get("priority", "") if args.get("priority") in set(Priority) else "",
         office_code=args.get("office", "")[:8],
@@ -39,7 +40,7 @@ def index() -> str:
         sort=args.get("sort", "code") if args.get("sort") in services.SORTS else "code",
     )
     page = services.list_recommendations(
-        current_user, filters, args.get("page", 1, type=int), current_app.config["TRACKER_PAGE_SIZE"]
+        current_user, filters, params.page_arg(), current_app.config["TRACKER_PAGE_SIZE"]
     )
     from tracker.actions.services import visible_offices
 

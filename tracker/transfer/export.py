@@ -20,8 +20,9 @@ from tracker.models import ActionItem, Priority, Status
 from tracker.transfer.columns import COLUMN_HELP, COLUMNS, EXPORT_EXTRAS
 
 #: Characters an export puts a ``'`` before (OWASP CSV injection), and ``'`` itself so that an
-#: import can always remove one.
-DANGEROUS_START = ("=", "+", "-", "@", "\t", "\r", "'")
+#: import can always remove one. The full-width forms too (U+FF1D, U+FF0B, U+FF0D, U+FF20): some
+#: spreadsheets, with an East Asian input method, read them as the ASCII ones and start a formula.
+DANGEROUS_START = ("=", "+", "-", "@", "\t", "\r", "'", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
 
 #: The header of an action export: the import's columns, then read-only extras.
@@ -58,7 +59,7 @@ def export_rows(query: sa.Select[tuple[ActionItem]], now: datetime) -> Iterator[
 
 
 def neutralise(text: str) -> str:
-    """Text made safe for a spreadsheet: a ' before text that starts with = + - @ tab, CR or '."""
+    """Text made safe for a spreadsheet: a ' before text that starts with one of DANGEROUS_START."""
     return "'" + text if text.startswith(DANGEROUS_START) else text
 
 

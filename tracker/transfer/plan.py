@@ -42,6 +42,7 @@ import sqlalchemy as sa
 from flask_babel import gettext as _
 from sqlalchemy.orm import joinedload
 
+from tracker.batches import chunks, size
 from tracker.extensions import db
 from tracker.labels import priority_label, status_label
 from tracker.models import ActionItem, Office, Priority, Recommendation, Source, Status, User
@@ -52,8 +53,6 @@ from tracker.transfer.read import Table
 
 CREATE, UPDATE, UNCHANGED = "create", "update", "unchanged"
 KINDS = (CREATE, UPDATE, UNCHANGED)
-#: Statements with IN lists stay below every database's limit of parameters.
-_CHUNK = 5000
 
 
 @dataclass(frozen=True)
@@ -148,8 +147,8 @@ def _load_recommendations(codes: Iterable[str]) -> list[Recommendation]:
 
 
 def _chunks(values: list[Any]) -> Iterator[list[Any]]:
-    for start in range(0, len(values), _CHUNK):
-        yield values[start : start + _CHUNK]
+    """IN lists of a bounded size (tracker.batches): the file's size does not make a statement grow."""
+    return chunks(values, size())
 
 
 def _norm(value: Any) -> Any:

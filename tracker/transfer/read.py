@@ -6,8 +6,9 @@ returns its rows keyed by column name (:mod:`tracker.transfer.columns`).
 
 A CSV cell that starts with ``=`` is a formula and is refused, never evaluated; so is a formula cell of an
 XLSX file (text cells of an XLSX file are text, whatever they start with). One leading ``'`` is removed
-from every cell: exports put one before text that starts with = + - @ tab, CR or ``'`` (against CSV
-injection, :func:`tracker.transfer.export.neutralise`), so an export imports back unchanged.
+from every cell: exports put one before text that starts with = + - @ (or their full-width forms),
+tab, CR or ``'`` (against CSV injection, :func:`tracker.transfer.export.neutralise`), so an export
+imports back unchanged.
 """
 
 from __future__ import annotations
