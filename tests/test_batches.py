@@ -87,11 +87,10 @@ def largest_statement(app) -> Callable[[], Iterator[dict[str, int]]]:
 
     @contextmanager
     def watch() -> Iterator[dict[str, int]]:
-        seen = {"parameters": 0, "statements": 0}
+        seen = {"parameters": 0}
 
         def record(conn, cursor, statement, parameters, context, executemany):
             seen["parameters"] = max(seen["parameters"], _parameters(parameters, executemany))
-            seen["statements"] += 1
 
         with app.app_context():
             engine = db.engine
@@ -109,7 +108,7 @@ def _count(app, model, *where) -> int:
         return db.session.scalar(sa.select(sa.func.count()).select_from(model).where(*where)) or 0
 
 
-def add_items(app, world, count: int, deadline: date, owners: dict[str, str], **columns) -> None:
+def add_items(app, world, count: int, deadline: date, owners: dict[str, str]) -> None:
     """``count`` open items of the world's recommendation, spread over the offices of ``owners``
     (office code → owner label), written with one core executemany."""
     spread = list(owners.items())
@@ -129,7 +128,6 @@ def add_items(app, world, count: int, deadline: date, owners: dict[str, str], **
                 "version": 1,
                 "created_at": CREATED,
                 "updated_at": SETTLED,
-                **columns,
             }
         )
     with app.app_context():

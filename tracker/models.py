@@ -117,6 +117,7 @@ class NotificationKind(enum.StrEnum):
     REOPENED = "reopened"
     EXTENSION_DECIDED = "extension_decided"
     RELAY_ALERT = "relay_alert"
+    JOB_DONE = "job_done"
 
 
 class ExtensionState(enum.StrEnum):
@@ -780,3 +781,143 @@ class SchedulerLease(db.Model):
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
     #: JSON: job id → next run time (ISO 8601), shown on the admin outbox page.
     next_runs: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class JobState(enum.StrEnum):
+    """Where a background job stands: queued → running → done, failed or cancelled."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class BackgroundJob(db.Model):
+    """Work too long for a request (a large export, a large import), run by the scheduler process.
+
+    A web request writes the row (and the input file, for an import) and answers at once; the
+    scheduler claims queued rows for a short, renewed time (so that a killed process's job is taken
+    over), reports progress as it goes, and stores the result file in ``job_chunk`` rows, so that
+    any web host can serve it. tracker.jobs runs them.
+    """
+
+    __tablename__ = "background_job"
+    __table_args__ = (
+        sa.CheckConstraint(_in("state", JobState), name="state_known"),
+        sa.Index(None, "state", "created_at"),
+        sa.Index(None, "user_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: What to run: export_csv, export_xlsx, import (tracker.jobs.HANDLERS).
+    kind: Mapped[str] = mapped_column(sa.String(30))
+    #: Who asked; the job runs with their permissions, and only they may download the result.
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("user_account.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(sa.String(20), default=JobState.QUEUED.value)
+    #: JSON: what the job needs (export filters, import options).
+    params: Mapped[str] = mapped_column(sa.Text, default="{}")
+    #: Progress: ``done`` of ``total`` units (rows); total None while unknown.
+    total: Mapped[int | None]
+    done: Mapped[int] = mapped_column(default=0)
+    #: A short line for the person: what was done, or why it failed.
+    message: Mapped[str | None] = mapped_column(sa.Text)
+    #: JSON: the result's figures (an import's counts, an export's rows).
+    result: Mapped[str | None] = mapped_column(sa.Text)
+    #: The result file's name and type, once written to job_chunk (role "output").
+    file_name: Mapped[str | None] = mapped_column(sa.String(200))
+    content_type: Mapped[str | None] = mapped_column(sa.String(100))
+    size: Mapped[int | None] = mapped_column(sa.BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The scheduler running it, and until when its claim holds (renewed while it runs).
+    claimed_by: Mapped[str | None] = mapped_column(sa.String(200))
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: How many times it was started (a job whose runner died is started again, up to a limit).
+    attempts: Mapped[int] = mapped_column(default=0)
+
+    user: Mapped[User] = relationship()
+
+    @property
+    def finished(self) -> bool:
+        """Done, failed or cancelled: nothing more will happen to it."""
+        return self.state in {JobState.DONE, JobState.FAILED, JobState.CANCELLED}
+
+    @property
+    def percent(self) -> int | None:
+        """Progress in whole percent, None while the total is unknown."""
+        if not self.total:
+            return 100 if self.state == JobState.DONE else None
+        return min(100, self.done * 100 // self.total)
+
+
+class JobChunk(db.Model):
+    """A piece (≤ 1 MB) of a job's input or output file, kept in the database so that every host
+    reads it; written and read one piece at a time, never the whole file in memory."""
+
+    __tablename__ = "job_chunk"
+
+    job_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("background_job.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: "input" (an uploaded import file) or "output" (the finished export).
+    role: Mapped[str] = mapped_column(sa.String(10), primary_key=True)
+    seq: Mapped[int] = mapped_column(primary_key=True)
+    data: Mapped[bytes] = mapped_column(sa.LargeBinary)
+
+
+class DataVersion(db.Model):
+    """A counter raised by every write to the programme's data (actions, recommendations, offices,
+    extensions), in the writing transaction: cached figures (the dashboard's) are valid while it
+    stays the same, on every host. One row, name "programme"."""
+
+    __tablename__ = "data_version"
+
+    name: Mapped[str] = mapped_column(sa.String(50), primary_key=True)
+    version: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+
+
+DATA_VERSION = "programme"
+
+# The row exists from the start (the migration inserts it too), so that raising it is one UPDATE.
+event.listen(
+    DataVersion.__table__,
+    "after_create",
+    sa.DDL(f"INSERT INTO data_version (name, version) VALUES ('{DATA_VERSION}', 0)"),
+)
+
+
+def _watched(instance: object) -> bool:
+    return isinstance(instance, Office | Recommendation | ActionItem | ActionUpdate | ExtensionRequest)
+
+
+def mark_data_changed(session: sa.orm.Session) -> None:
+    """Say that this transaction wrote programme data by a core statement (the ORM's writes are
+    noticed by themselves): the data version is raised when it commits."""
+    session.info["data_changed"] = True
+
+
+@event.listens_for(sa.orm.Session, "before_flush")
+def _note_data_change(session: sa.orm.Session, flush_context: Any, instances: Any) -> None:
+    if any(_watched(o) for o in (*session.new, *session.dirty, *session.deleted)):
+        session.info["data_changed"] = True
+
+
+@event.listens_for(sa.orm.Session, "before_commit")
+def _raise_data_version(session: sa.orm.Session) -> None:
+    # Raised at commit rather than at the first write, so that the row is locked (PostgreSQL)
+    # only for the commit itself, never for the length of a long transaction.
+    session.flush()
+    if session.info.pop("data_changed", False):
+        session.execute(
+            sa.update(DataVersion)
+            .where(DataVersion.name == DATA_VERSION)
+            .values(version=DataVersion.version + 1)
+            .execution_options(synchronize_session=False)
+        )
+
+
+@event.listens_for(sa.orm.Session, "after_rollback")
+def _forget_data_change(session: sa.orm.Session) -> None:
+    session.info.pop("data_changed", None)
