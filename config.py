@@ -121,13 +121,27 @@ class Config:
     TRACKER_DISPATCH_EVERY_SECONDS = _env_int("TRACKER_DISPATCH_EVERY_SECONDS", 60)
     #: How often the scheduler deletes security events and sessions older than TRACKER_AUDIT_DAYS.
     TRACKER_PURGE_EVERY_SECONDS = _env_int("TRACKER_PURGE_EVERY_SECONDS", 24 * 3600)
+    #: Background jobs (large exports and imports), run by the scheduler: how often it looks for
+    #: queued ones, how long one run may go on taking jobs, how long a runner's claim holds (it is
+    #: renewed while the job runs), how often a job whose runner died is started again, and how
+    #: many days finished jobs and their files are kept.
+    TRACKER_JOBS_EVERY_SECONDS = _env_int("TRACKER_JOBS_EVERY_SECONDS", 5)
+    TRACKER_JOB_BUDGET_SECONDS = _env_int("TRACKER_JOB_BUDGET_SECONDS", 600)
+    TRACKER_JOB_CLAIM_SECONDS = _env_int("TRACKER_JOB_CLAIM_SECONDS", 60)
+    TRACKER_JOB_MAX_ATTEMPTS = _env_int("TRACKER_JOB_MAX_ATTEMPTS", 3)
+    TRACKER_JOB_KEEP_DAYS = _env_int("TRACKER_JOB_KEEP_DAYS", 7)
+    #: Action exports with more rows than this are prepared in the background, not in the request.
+    TRACKER_EXPORT_INLINE_ROWS_CSV = _env_int("TRACKER_EXPORT_INLINE_ROWS_CSV", 100000)
+    TRACKER_EXPORT_INLINE_ROWS_XLSX = _env_int("TRACKER_EXPORT_INLINE_ROWS_XLSX", 20000)
     #: Evidence files: where they are kept, the size of one file, how many one update may carry.
     TRACKER_UPLOAD_DIR = os.environ.get("TRACKER_UPLOAD_DIR") or str(INSTANCE_DIR / "uploads")
     TRACKER_MAX_UPLOAD_BYTES = _env_int("TRACKER_MAX_UPLOAD_MB", 10) * 1024 * 1024
     TRACKER_MAX_FILES_PER_UPDATE = 5
     #: Imports (CSV, XLSX): the largest file in bytes, and the most rows of data it may hold.
-    TRACKER_IMPORT_MAX_BYTES = _env_int("TRACKER_IMPORT_MAX_BYTES", 5 * 1024 * 1024)
-    TRACKER_IMPORT_MAX_ROWS = _env_int("TRACKER_IMPORT_MAX_ROWS", 20000)
+    TRACKER_IMPORT_MAX_BYTES = _env_int("TRACKER_IMPORT_MAX_BYTES", 50 * 1024 * 1024)
+    TRACKER_IMPORT_MAX_ROWS = _env_int("TRACKER_IMPORT_MAX_ROWS", 200000)
+    #: Imports with more rows than this are previewed and applied in the background (a job).
+    TRACKER_IMPORT_INLINE_ROWS = _env_int("TRACKER_IMPORT_INLINE_ROWS", 2000)
     #: Where an uploaded import waits for its confirmation (at most a day); empty means
     #: <TRACKER_UPLOAD_DIR>/imports, which hosts behind one proxy already share.
     TRACKER_IMPORT_DIR = os.environ.get("TRACKER_IMPORT_DIR") or None

@@ -572,23 +572,46 @@ def _throughput(run: Run, port: int, headers: dict[str, str]) -> None:
 
 
 def _export(run: Run, path: str, out: Path, goal: tuple[float, float] | None) -> None:
-    """Download an export from fresh workers: its time, size, and the memory it took."""
+    """Download an export from fresh workers: its time, size, and the memory it took.
+
+    An export larger than TRACKER_EXPORT_INLINE_ROWS_* is answered with a redirect to its job's
+    page: the job is then run by ``tracker run-jobs`` (as the scheduler would, in a process of its
+    own) and its file downloaded; the time runs from the request to the end of the download, and
+    the memory is that of the process that made the file (the runner, or the gunicorn worker).
+    """
     name = f"{out.suffix[1:].upper()} export of every action (`{path}`)"
     goal_text = f"≤ {goal[0]:.0f} s and < {goal[1]:.0f} MB" if goal else ""
-    with (
-        serving(run, out.suffix[1:]) as (server, headers),
-        peak_rss(server.workers) as memory,
-        out.open("wb") as handle,
-    ):
-        started = time.perf_counter()
-        try:
-            status, _, _ = request(
-                server.port, "GET", path, headers=headers, timeout=run.timeout, into=handle
-            )
-        except OSError as exc:  # a worker killed at gunicorn's timeout closes the connection
-            status = f"{type(exc).__name__}"
+    background = None
+    with serving(run, out.suffix[1:]) as (server, headers), out.open("wb") as handle:
+        with peak_rss(server.workers) as memory:
+            started = time.perf_counter()
+            try:
+                status, answer, _ = request(
+                    server.port, "GET", path, headers=headers, timeout=run.timeout, into=handle
+                )
+            except OSError as exc:  # a worker killed at gunicorn's timeout closes the connection
+                status, answer = f"{type(exc).__name__}", []
+        location = dict(answer).get("Location", "")
+        if status == 303 and re.search(r"/jobs/\d+$", location):
+            job = urllib.parse.urlsplit(location).path
+            background = _run_jobs(run)
+            memory = background["memory"]
+            handle.seek(0)
+            handle.truncate()
+            try:
+                status, _, _ = request(
+                    server.port, "GET", f"{job}/download", headers=headers, timeout=run.timeout, into=handle
+                )
+            except OSError as exc:
+                status = f"{type(exc).__name__}"
         seconds = time.perf_counter() - started
-    memory_text = f"peak worker RSS {memory['peak']:.0f} MB (grew {memory['growth']:.0f} MB)"
+    who = "the `tracker run-jobs` process" if background else "worker"
+    memory_text = f"peak {who} RSS {memory['peak']:.0f} MB (grew {memory['growth']:.0f} MB)"
+    if background:
+        memory_text = (
+            f"in the background: job {background['seconds']:.1f} s (exit {background['code']}); "
+            + memory_text
+        )
     if status != 200:
         shown = f"HTTP {status}" if isinstance(status, int) else status
         out.unlink(missing_ok=True)
@@ -606,9 +629,26 @@ def _export(run: Run, path: str, out: Path, goal: tuple[float, float] | None) ->
         + f"; {memory_text}"
     )
     verdict = ""
-    if goal:  # the memory goal is the export's own: what its worker grew by while serving it
-        verdict = judge(max(seconds / goal[0], memory["growth"] / goal[1]), 1.0)
+    if goal:  # the memory goal is the export's own: what its worker grew by (or the runner's peak)
+        used = memory["peak"] if background else memory["growth"]
+        verdict = judge(max(seconds / goal[0], used / goal[1]), 1.0)
     run.add(Figure(name, value, goal_text, verdict, seconds))
+
+
+def _run_jobs(run: Run) -> dict[str, Any]:
+    """``flask tracker run-jobs`` as its own process: its wall time, exit code and peak memory."""
+    command = [sys.executable, "-m", "flask", "--app", "wsgi", "tracker", "run-jobs"]
+    started = time.perf_counter()
+    with (WORK / "run-jobs.log").open("w") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=run.env, stdout=log, stderr=subprocess.STDOUT)
+        with peak_rss(lambda: [process.pid] if process.poll() is None else []) as memory:
+            try:
+                code: int | None = process.wait(run.timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                code = None
+    return {"seconds": time.perf_counter() - started, "code": code, "memory": memory}
 
 
 def _import(run: Run, exported: Path | None) -> None:
@@ -638,20 +678,20 @@ def _import(run: Run, exported: Path | None) -> None:
     size = path.stat().st_size
     env = {
         **run.env,
-        # The defaults (20,000 rows, 5 MB) refuse the larger files; issue 13 raises them.
-        "TRACKER_IMPORT_MAX_ROWS": str(max(20_000, len(rows) + 1)),
-        "TRACKER_IMPORT_MAX_BYTES": str(max(5 << 20, size + 1)),
+        # The defaults (200,000 rows, 50 MB) take 120,000 actions; a larger bench raises them.
+        "TRACKER_IMPORT_MAX_ROWS": str(max(200_000, len(rows) + 1)),
+        "TRACKER_IMPORT_MAX_BYTES": str(max(50 << 20, size + 1)),
     }
-    refused = len(rows) > 20_000 or size > 5 << 20
+    refused = len(rows) > 200_000 or size > 50 << 20
     run.notes.append(
         f"Import: the CSV export with the ids removed and new titles, so that every row creates an action "
-        f"through the commands; its {closed:,} closed rows come in as not started (the workflow creates "
-        "no closed action)."
+        f"by the commands' rules (checked in bulk, written in batches); its {closed:,} closed rows come in "
+        "as not started (the workflow creates no closed action)."
     )
     if refused:
         run.notes.append(
             f"The import file ({len(rows):,} rows, {size / 1e6:.1f} MB) is over the default limits "
-            "(20,000 rows, 5 MB): the bench raises TRACKER_IMPORT_MAX_ROWS and _BYTES for it."
+            "(200,000 rows, 50 MB): the bench raises TRACKER_IMPORT_MAX_ROWS and _BYTES for it."
         )
     done = flask(env, "tracker", "import", str(path), "--as", REVIEWER, timeout=run.timeout)
     if done.timed_out:

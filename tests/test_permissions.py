@@ -128,6 +128,7 @@ OFFICE_OWNED = {
     "code",
     "user_id",
     "session_id",
+    "job_id",
 }
 
 
@@ -150,6 +151,7 @@ def _url_for_rule(rule, world) -> str:
         "token_id": 1,
         "absence_id": 1,
         "session_id": getattr(world, "sessions", {}).get("MY", 1),
+        "job_id": getattr(world, "jobs", {}).get("MY", 1),
         "id": world.items["MY"],
         "rest": "no-such-thing",
     }
@@ -214,8 +216,23 @@ def _add_session(app, world, login_as) -> None:
         world.sessions = {"MY": db.session.scalar(sa.select(sa.func.max(UserSession.id)))}
 
 
+def _add_job(app, world) -> None:
+    """A finished background export of Malaysia's focal point, with its file, so that job URLs are
+    tried too."""
+    from tracker.jobs import enqueue, store_output
+    from tracker.models import User
+
+    with app.app_context():
+        job = enqueue(db.session.get(User, world.user_ids["focal_my"]), "export_csv", {"filters": {}})
+        store_output(job, [b"Malaysia"], file_name="my.csv", content_type="text/csv")
+        job.state = "done"
+        db.session.commit()
+        world.jobs = {"MY": job.id}
+
+
 def test_focal_point_of_sg_cannot_see_or_change_malaysia_by_any_url(app, world, login_as):
     _add_evidence(app, world)
+    _add_job(app, world)
     _add_extension(app, world)
     _add_session(app, world, login_as)
     c = login_as(world.users["focal_sg"])

@@ -125,7 +125,7 @@ def import_command(path: str, dry_run: bool, acting_email: str | None) -> None:
     from tracker.permissions import Perm, can
     from tracker.transfer.apply import ImportRefused, apply_import, rehearse
     from tracker.transfer.plan import describe_plan, plan_import, problem_lines
-    from tracker.transfer.read import ImportFileError, read_table
+    from tracker.transfer.read import ImportFileError, open_table
 
     max_bytes = current_app.config["TRACKER_IMPORT_MAX_BYTES"]
     max_rows = current_app.config["TRACKER_IMPORT_MAX_ROWS"]
@@ -140,14 +140,15 @@ def import_command(path: str, dry_run: bool, acting_email: str | None) -> None:
                 raise click.ClickException(
                     f"--as must name an active admin or reviewer, not {acting_email!r}"
                 )
-        with file.open("rb") as handle:
-            data = handle.read(max_bytes + 1)  # never more than the limit
         try:
-            plan = plan_import(read_table(data, file.name, max_bytes=max_bytes, max_rows=max_rows))
+            with file.open("rb") as handle:  # read row by row; its size is checked first
+                plan = plan_import(open_table(handle, file.name, max_bytes=max_bytes, max_rows=max_rows))
         except ImportFileError as exc:
             raise click.ClickException(exc.message) from None
-        if actor is not None and plan.changes_anything:
-            rehearse(plan, actor, now, note)  # what the rules refuse, as that user; rolled back
+        if actor is not None and plan.changes_anything and (dry_run or plan.problems):
+            # What the rules refuse, as that user; rolled back. A file to apply is checked by the
+            # apply itself (same rules, all rows or none), not twice.
+            rehearse(plan, actor, now, note)
         for line in describe_plan(plan):
             click.echo(line)
         if plan.problems:
@@ -310,6 +311,31 @@ def send_mail_command(dry_run: bool) -> None:
     click.echo(summary + (f", not tried {result.deferred}" if result.deferred else ""))
     if result.relay_error:  # exit 1: cron or a monitor notices; the untried mail waits for the next run
         raise click.ClickException(f"the relay failed; the rest waits for the next run: {result.relay_error}")
+
+
+@tracker_cli.command("run-jobs")
+@click.option("--dry-run", is_flag=True, help="Only count the jobs waiting to run; run nothing.")
+@with_appcontext
+def run_jobs_command(dry_run: bool) -> None:
+    """Run the background jobs waiting now (large exports, imports), then stop: the scheduler's
+    jobs job by hand, for `make run` without a scheduler, or for an operator. Deletes first the
+    jobs finished more than TRACKER_JOB_KEEP_DAYS ago."""
+    from tracker.jobs import runner
+    from tracker.scheduler import holder_id
+
+    now = datetime.now(UTC)
+    try:
+        if dry_run:
+            click.echo(f"{runner.waiting(now)} jobs waiting; nothing run (dry run).")
+            return
+        purged = runner.purge(now)  # as the scheduler's daily purge does, for a host without one
+        db.session.commit()
+        ran = runner.run_pending(now, f"cli:{holder_id()}")
+    except OperationalError as exc:
+        raise click.ClickException(f"cannot use the database (DATABASE_URL): {exc.orig}") from None
+    click.echo(
+        f"ran {ran} jobs" + (f"; deleted {purged} finished more than their keep days ago" if purged else "")
+    )
 
 
 @tracker_cli.command("outbox-status")

@@ -59,6 +59,7 @@ KIND_LABELS = {
     NotificationKind.REOPENED: _l("verified actions reopened"),
     NotificationKind.EXTENSION_DECIDED: _l("decisions on deadline extensions"),
     NotificationKind.RELAY_ALERT: _l("alerts about the mail relay"),
+    NotificationKind.JOB_DONE: _l("exports and imports that are ready"),
 }
 
 

@@ -71,6 +71,10 @@ class Status(enum.StrEnum):
 
 #: Statuses in which an item no longer counts as overdue (the one definition; import it).
 CLOSED_STATUSES = frozenset({Status.COMPLETED, Status.VERIFIED, Status.CANCELLED})
+#: SQL for "the item is open", as tracker/actions/queries.py writes it (the partial index matches it).
+OPEN_STATUSES_SQL = "status IN ({})".format(
+    ", ".join(f"'{s.value}'" for s in sorted(set(Status) - CLOSED_STATUSES))
+)
 #: Statuses that count as done for the completion rate: reported completed, or verified.
 DONE_STATUSES = (Status.COMPLETED.value, Status.VERIFIED.value)
 
@@ -370,6 +374,18 @@ class ActionItem(db.Model):
         # Office lists and the scheduler filter by office and status, ordered by deadline.
         sa.Index(None, "office_id", "status", "deadline"),
         sa.Index(None, "status", "deadline"),
+        # Lists of open items (overdue, My work) read their page from here, by deadline; only
+        # open items, so that closed ones (most, in time) are never stepped over.
+        sa.Index(
+            "ix_action_item_open_deadline",
+            "deadline",
+            "id",
+            sqlite_where=sa.text(OPEN_STATUSES_SQL),
+            postgresql_where=sa.text(OPEN_STATUSES_SQL),
+        ),
+        # Overdue lists and counts read this index alone, also when the offices' dates differ
+        # (office_id); in (deadline, id) order within a status, as the lists are ordered.
+        sa.Index(None, "status", "deadline", "id", "office_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

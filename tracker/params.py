@@ -9,7 +9,8 @@ refuse the query.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from math import ceil
 from typing import Any
 
 import sqlalchemy as sa
@@ -62,3 +63,43 @@ def paginate(select: sa.Select[Any], *, page: int, per_page: int) -> Pagination:
     if not found.items and found.total and found.page > found.pages:
         found = db.paginate(select, page=found.pages, per_page=per_page, error_out=False, count=True)
     return found
+
+
+class _CountedPagination(Pagination):
+    """A page whose total is counted first, then only its rows are read (see :func:`counted_page`)."""
+
+    def _query_items(self) -> list[Any]:
+        total = self._total = self._query_args["counter"]()
+        if self._query_args["last_if_beyond"]:
+            self.page = min(self.page, max(1, ceil(total / self.per_page)))
+        if self._query_offset >= total:
+            return []  # nothing to read: past the end, or an empty list
+        return self._query_args["fetch"](self._query_offset, self.per_page)
+
+    def _query_count(self) -> int:
+        return self._total
+
+
+def counted_page(
+    count: Callable[[], int],
+    fetch: Callable[[int, int], list[Any]],
+    *,
+    page: int,
+    per_page: int,
+    last_if_beyond: bool = True,
+) -> Pagination:
+    """A page of a list from two callables: ``count()`` the total, then ``fetch(offset, limit)`` its rows.
+
+    The count comes first, so a page past the end becomes the last page (``last_if_beyond``; else
+    it is empty) without reading anything twice, and an empty page reads no rows.
+    """
+    return _CountedPagination(
+        page=min(max(page, 1), MAX_INT),
+        per_page=per_page,
+        max_per_page=None,
+        error_out=False,
+        count=True,
+        counter=count,
+        fetch=fetch,
+        last_if_beyond=last_if_beyond,
+    )

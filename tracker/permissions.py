@@ -19,6 +19,7 @@ from flask import abort
 from tracker.models import (
     ActionItem,
     ActionUpdate,
+    BackgroundJob,
     EvidenceFile,
     ExtensionRequest,
     Office,
@@ -161,6 +162,17 @@ def may_record_absence(actor: User | Any, person: User) -> bool:
     if not _usable(actor):
         return False
     return actor.id == person.id or can(actor, Perm.MANAGE_ABSENCES)
+
+
+def may_see_job(actor: User | Any, job: BackgroundJob) -> bool:
+    """A background job (its page, its file, its cancellation): the person who asked, and admins.
+
+    An export job holds rows of the asker's scope, so nobody else may read it, whatever they may
+    read themselves; admins may, to help.
+    """
+    if not _usable(actor):
+        return False
+    return actor.id == job.user_id or Role(actor.role) == Role.ADMIN
 
 
 def _usable(user: Any) -> bool:

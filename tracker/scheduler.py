@@ -67,12 +67,25 @@ def dispatch_job(now: datetime, clock: Clock | None = None, holder: str | None =
 
 
 def purge_job(now: datetime, clock: Clock | None = None, holder: str | None = None) -> None:
-    """Delete security events and sessions older than TRACKER_AUDIT_DAYS (daily; idempotent)."""
+    """Delete security events and sessions older than TRACKER_AUDIT_DAYS, and background jobs
+    finished more than TRACKER_JOB_KEEP_DAYS ago (daily; idempotent)."""
     from tracker.auth import audit
+    from tracker.jobs import runner
 
     events, sessions = audit.purge_security_records(now)
     if events or sessions:
         log.info("purged %s security events and %s sessions", events, sessions)
+    if jobs := runner.purge(now):
+        log.info("purged %s finished background jobs and their files", jobs)
+
+
+def jobs_job(now: datetime, clock: Clock | None = None, holder: str | None = None) -> None:
+    """Run the background jobs people asked for (large exports and imports), one after another,
+    for at most TRACKER_JOB_BUDGET_SECONDS. APScheduler runs each job of JOBS on a thread of its
+    own (max_instances 1), so a long export never holds compose or dispatch back."""
+    from tracker.jobs import run_pending
+
+    run_pending(now, holder or holder_id(), clock=clock)
 
 
 @dataclass(frozen=True)
@@ -93,6 +106,7 @@ JOBS = [
     Job("compose", "TRACKER_COMPOSE_EVERY_SECONDS", compose_job),
     Job("dispatch", "TRACKER_DISPATCH_EVERY_SECONDS", dispatch_job, commits=False),  # commits per batch
     Job("purge", "TRACKER_PURGE_EVERY_SECONDS", purge_job),
+    Job("jobs", "TRACKER_JOBS_EVERY_SECONDS", jobs_job, commits=False),  # commits per job
 ]
 
 

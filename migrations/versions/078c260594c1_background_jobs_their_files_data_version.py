@@ -71,6 +71,12 @@ def upgrade():
         batch_op.drop_constraint(op.f('ck_notification_kind_known'), type_='check')
         batch_op.create_check_constraint('kind_known', f"kind IN ({_NEW_KINDS})")
     # ### end Alembic commands ###
+    # Lists of open items by deadline, and counts of overdue items (issue 13): see ActionItem.
+    open_items = sa.text("status IN ('blocked', 'in_progress', 'not_started')")
+    op.create_index('ix_action_item_open_deadline', 'action_item', ['deadline', 'id'], unique=False,
+                    sqlite_where=open_items, postgresql_where=open_items)
+    op.create_index(op.f('ix_action_item_status_deadline_id_office_id'), 'action_item',
+                    ['status', 'deadline', 'id', 'office_id'], unique=False)
 
 
 def downgrade():
@@ -86,3 +92,5 @@ def downgrade():
     op.drop_table('background_job')
     op.drop_table('data_version')
     # ### end Alembic commands ###
+    op.drop_index(op.f('ix_action_item_status_deadline_id_office_id'), table_name='action_item')
+    op.drop_index('ix_action_item_open_deadline', table_name='action_item')

@@ -156,25 +156,19 @@ def history_row(item: ActionItem, actor: User | None, now: datetime, **values: o
     return update
 
 
-def record_update(actor: User, item: ActionItem, now: datetime, request: UpdateRequest) -> ActionUpdate:
-    """Apply a status/progress change (or a reviewer's new deadline) with its note and evidence.
+def check_update(
+    actor: User, item: ActionItem, request: UpdateRequest, *, has_evidence: bool = False
+) -> tuple[Status, int, date, HistoryEvent | None]:
+    """The rules of a status, progress or deadline change; returns (status, progress, deadline, event).
 
-    Checks, in order: the actor may see the item (else 404), the form was based on the current
-    version (else ConflictError), the workflow allows the move for this actor, and what the move
-    needs (a note, evidence). Only those who decide extensions set a deadline directly (recorded
-    as theirs); the office asks with :func:`request_extension`. While a completion awaits
-    verification the office may add notes and evidence only. Files are stored last; the caller
-    commits, and discards the update's files from disk if the commit fails.
+    The workflow's move for this actor, what it needs (a note, evidence), the progress of the
+    target status, and who may set a deadline. Raises WorkflowError (or 403) and writes nothing:
+    :func:`record_update` calls it, and so does the import's bulk path for a new action's first
+    move.
     """
-    require(actor, Perm.VIEW_ACTION, item, hide=True)
-    _check_version(item, request.version)
-
     current = Status(item.status)
     target = Status(request.status) if request.status else current
     note = (request.note or "").strip()
-    evidence_url = (request.evidence_url or "").strip() or None
-    files = [f for f in request.files if f and f.filename]
-    has_evidence = bool(evidence_url or files)
 
     if target != current:
         move = workflow.move_for(current, target)
@@ -235,6 +229,28 @@ def record_update(actor: User, item: ActionItem, now: datetime, request: UpdateR
         and not (note or has_evidence)
     ):
         raise WorkflowError(_("Nothing to save: change something or write a note."))
+    return target, progress, deadline, event
+
+
+def record_update(actor: User, item: ActionItem, now: datetime, request: UpdateRequest) -> ActionUpdate:
+    """Apply a status/progress change (or a reviewer's new deadline) with its note and evidence.
+
+    Checks, in order: the actor may see the item (else 404), the form was based on the current
+    version (else ConflictError), the workflow allows the move for this actor, and what the move
+    needs (a note, evidence). Only those who decide extensions set a deadline directly (recorded
+    as theirs); the office asks with :func:`request_extension`. While a completion awaits
+    verification the office may add notes and evidence only. Files are stored last; the caller
+    commits, and discards the update's files from disk if the commit fails.
+    """
+    require(actor, Perm.VIEW_ACTION, item, hide=True)
+    _check_version(item, request.version)
+
+    note = (request.note or "").strip()
+    evidence_url = (request.evidence_url or "").strip() or None
+    files = [f for f in request.files if f and f.filename]
+    current = Status(item.status)
+    has_evidence = bool(evidence_url or files)
+    target, progress, deadline, event = check_update(actor, item, request, has_evidence=has_evidence)
 
     if evidence_url and (problem := evidence.link_problem(evidence_url)):
         raise WorkflowError(problem, "evidence_url")
@@ -356,8 +372,27 @@ def _name(user: User | None) -> str:
     return user.name if user is not None else _("nobody")
 
 
+class Lookups:
+    """How the plan rules find the recommendation and the people a form names: by id, in the session.
+
+    The import's bulk path passes its own, read once for the whole file, so that checking a
+    hundred thousand rows costs no statement per row.
+    """
+
+    def recommendation(self, recommendation_id: int) -> Recommendation | None:
+        """The recommendation with this id, or None."""
+        return db.session.get(Recommendation, recommendation_id)
+
+    def user(self, user_id: int) -> User | None:
+        """The user with this id, or None."""
+        return db.session.get(User, user_id)
+
+
+SESSION_LOOKUPS = Lookups()
+
+
 def _checked(
-    office: Office, fields: ActionFields, item: ActionItem | None
+    office: Office, fields: ActionFields, item: ActionItem | None, lookups: Lookups = SESSION_LOOKUPS
 ) -> tuple[str, Recommendation, User, User | None]:
     """Validate the fields against the office; people and recommendations an item already has may stay."""
     title = (fields.title or "").strip()
@@ -365,16 +400,14 @@ def _checked(
         raise PlanError(_("Give the action a title."), "title")
     if fields.deadline is None:
         raise PlanError(_("Give the deadline."), "deadline")
-    recommendation = (
-        db.session.get(Recommendation, fields.recommendation_id) if fields.recommendation_id else None
-    )
+    recommendation = lookups.recommendation(fields.recommendation_id) if fields.recommendation_id else None
     keeps_recommendation = (
         item is not None and recommendation is not None and item.recommendation_id == recommendation.id
     )
     if recommendation is None or (recommendation.archived_at is not None and not keeps_recommendation):
         raise PlanError(_("Choose a recommendation from the list."), "recommendation_id")
 
-    owner = db.session.get(User, fields.owner_id) if fields.owner_id else None
+    owner = lookups.user(fields.owner_id) if fields.owner_id else None
     if owner is None:
         raise PlanError(_("Choose the owner from the list."), "owner_id")
     if not may_be_assigned(owner, office) and not (item is not None and item.owner_id == owner.id):
@@ -382,7 +415,7 @@ def _checked(
             _("Only an active focal point or manager of %(office)s can own its actions.", office=office.code),
             "owner_id",
         )
-    deputy = db.session.get(User, fields.deputy_id) if fields.deputy_id else None
+    deputy = lookups.user(fields.deputy_id) if fields.deputy_id else None
     if fields.deputy_id and deputy is None:
         raise PlanError(_("Choose the deputy from the list, or no deputy."), "deputy_id")
     if deputy is not None:
@@ -399,6 +432,51 @@ def _checked(
     return title, recommendation, owner, deputy
 
 
+def check_new_action(
+    actor: User, office: Office, fields: ActionFields, lookups: Lookups = SESSION_LOOKUPS
+) -> tuple[str, Recommendation, User, User | None]:
+    """The rules of a new action: who may add it, and its fields; returns (title, recommendation,
+    owner, deputy). Raises WorkflowError (or 404/403) and writes nothing.
+
+    :func:`create_action` calls it, and so does the import's bulk path (with its own ``lookups``).
+    """
+    require(actor, Perm.VIEW_OFFICE, office, hide=True)
+    require(actor, Perm.CREATE_ACTION, office)
+    return _checked(office, fields, None, lookups)
+
+
+def new_action_values(fields: ActionFields, title: str, now: datetime) -> dict[str, object]:
+    """The columns of a new action's row, but for its recommendation, office and people (not started)."""
+    return {
+        "title": title,
+        "description": (fields.description or "").strip() or None,
+        "deadline": fields.deadline,
+        "agreed_deadline": fields.agreed_deadline or fields.deadline,
+        "status": Status.NOT_STARTED.value,
+        "progress": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def created_history_values(
+    deadline: date | None, owner: User, deputy: User | None, now: datetime
+) -> dict[str, object]:
+    """The columns of a new action's first history row (event "created"), but for the action and author."""
+    note = _("Action added to the plan. Owner: %(owner)s.", owner=owner.name)
+    if deputy is not None:
+        note += " " + _("Deputy: %(deputy)s.", deputy=deputy.name)
+    return {
+        "created_at": now,
+        "item_version": 1,  # a new row starts at version 1
+        "new_status": Status.NOT_STARTED.value,
+        "new_progress": 0,
+        "new_deadline": deadline,
+        "note": note,
+        "event": HistoryEvent.CREATED.value,
+    }
+
+
 def create_action(
     actor: User, office: Office, now: datetime, fields: ActionFields, *, notify: bool = True
 ) -> ActionItem:
@@ -406,38 +484,18 @@ def create_action(
 
     ``notify=False``: the caller tells the owner and deputy itself (an import: one mail per person).
     """
-    require(actor, Perm.VIEW_OFFICE, office, hide=True)
-    require(actor, Perm.CREATE_ACTION, office)
-    title, recommendation, owner, deputy = _checked(office, fields, None)
+    title, recommendation, owner, deputy = check_new_action(actor, office, fields)
     item = ActionItem(
         recommendation=recommendation,
         office=office,
-        title=title,
-        description=(fields.description or "").strip() or None,
         owner=owner,
         deputy=deputy,
-        deadline=fields.deadline,
-        agreed_deadline=fields.agreed_deadline or fields.deadline,
-        status=Status.NOT_STARTED.value,
-        progress=0,
-        created_at=now,
-        updated_at=now,
+        **new_action_values(fields, title, now),
     )
     db.session.add(item)
-    note = _("Action added to the plan. Owner: %(owner)s.", owner=owner.name)
-    if deputy is not None:
-        note += " " + _("Deputy: %(deputy)s.", deputy=deputy.name)
     db.session.add(
         ActionUpdate(
-            action_item=item,
-            author=actor,
-            created_at=now,
-            item_version=1,  # a new row starts at version 1
-            new_status=item.status,
-            new_progress=0,
-            new_deadline=item.deadline,
-            note=note,
-            event=HistoryEvent.CREATED.value,
+            action_item=item, author=actor, **created_history_values(item.deadline, owner, deputy, now)
         )
     )
     db.session.flush()

@@ -4,12 +4,16 @@
 of the items the user may see, with what a list shows loaded, open items first, then by deadline.
 The Actions list, My work, the exports, the API and the calendar feed all call it; the dashboard
 links to the Actions list with the same query-string names that :func:`action_filters` reads.
+:func:`action_page` reads one page of it (a count, then the page's rows) without sorting or
+joining more rows than the page shows; :func:`overdue_clause` and :func:`due_soon_clause` compare
+deadlines with the offices' dates as constants, so that indexes on action_item serve them.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -17,8 +21,11 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from flask import g, has_request_context
 from flask_babel import gettext as _
+from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy.orm import joinedload
+from sqlalchemy.orm.interfaces import ORMOption
 
+from tracker import params
 from tracker.extensions import db
 from tracker.models import (
     CLOSED_STATUSES,
@@ -35,53 +42,138 @@ from tracker.permissions import office_scope_clause
 
 _CONTROL_OR_BREAK = re.compile(r"[\x00-\x1f\x7f]")
 _CLOSED = sorted(s.value for s in CLOSED_STATUSES)
+_OPEN = sorted(s.value for s in Status if s not in CLOSED_STATUSES)
 
 
-def office_today(now: datetime, plus_days: int = 0) -> sa.ColumnElement[date]:
-    """SQL for "today (plus some days) in the office's time zone"; needs Office in the query.
-
-    The local date differs by zone, so it is computed once per distinct zone (a handful, one
-    query) and chosen with a CASE, which keeps filters in SQL however many items there are.
-    """
-    zones = _office_zones()
-    shift = timedelta(days=plus_days)
-    if not zones:
-        return sa.literal(now.date() + shift)
-    return sa.case(
-        {zone: now.astimezone(ZoneInfo(zone)).date() + shift for zone in zones}, value=Office.timezone
+def _status_in(statuses: list[str]) -> sa.ColumnElement[bool]:
+    """``status IN ('a', 'b', …)`` written with the values in the SQL text: they are constants, and
+    a planner that sees them can use the partial index on open items (see ActionItem)."""
+    return ActionItem.status.in_(
+        sa.bindparam("statuses", statuses, expanding=True, literal_execute=True, unique=True)
     )
 
 
-def _office_zones() -> list[str]:
-    """The distinct office time zones, read once per request (or per call outside one)."""
+def open_clause() -> sa.ColumnElement[bool]:
+    """The item is open: not started, in progress or blocked (the terms an index on open items matches)."""
+    return _status_in(_OPEN)
+
+
+@functools.cache
+def _zone(name: str) -> ZoneInfo:
+    """The zone, kept for good: ZoneInfo's own cache holds only 8 strongly, fewer than the offices'
+    zones, and reads a dropped one from disk again (this also keeps Office.today's lookups cached)."""
+    return ZoneInfo(name)
+
+
+def office_days(now: datetime) -> dict[date, list[int]]:
+    """The date it is in each office at ``now``: date → the ids of the offices on that date.
+
+    Offices span a few time zones, so there are one or two dates (three at most), each with a
+    handful of offices; the offices are read once per request.
+    """
+    days: dict[date, list[int]] = {}
+    for office_id, zone in _office_zones():
+        days.setdefault(now.astimezone(_zone(zone)).date(), []).append(office_id)
+    return days
+
+
+def _office_zones() -> list[tuple[int, str]]:
+    """(id, time zone) of every office, read once per request (or per call outside one)."""
     if has_request_context() and "office_zones" in g:
         return g.office_zones
-    zones = list(db.session.scalars(sa.select(Office.timezone).distinct()))
+    rows = db.session.execute(sa.select(Office.id, Office.timezone).order_by(Office.id))
+    zones = [(office_id, zone) for office_id, zone in rows]
     if has_request_context():
         g.office_zones = zones
     return zones
 
 
+def _by_office_day(
+    now: datetime,
+    term: Callable[[date], sa.ColumnElement[bool]],
+    bound: Callable[[date, date], sa.ColumnElement[bool]],
+) -> sa.ColumnElement[bool]:
+    """``term(day)`` for each office's own date, in a form indexes on the deadline serve.
+
+    One date (most of the day): just ``term(day)``. Several: ``bound(first, last)``, a range on the
+    deadline that holds for every office (an index seeks it), AND one ``office_id IN (…) AND
+    term(day)`` per date.
+    """
+    days = office_days(now)
+    if len(days) <= 1:
+        return term(next(iter(days), now.date()))  # no office: no item either
+    per_day = [sa.and_(ActionItem.office_id.in_(ids), term(day)) for day, ids in sorted(days.items())]
+    return sa.and_(bound(min(days), max(days)), sa.or_(*per_day))
+
+
+def _deadline_before(now: datetime, shift: timedelta) -> sa.ColumnElement[bool]:
+    """Deadline before each office's own date at ``now`` plus ``shift``, in a form an index seeks.
+
+    With dates d1 < d2 < … (one, most of the day): ``deadline < d_last`` (the range an index
+    seeks) AND (``deadline < d1`` — true for every office, and for most rows, which decides them
+    at once — OR ``deadline < d2 AND office_id IN (offices at d2 or later)`` OR …).
+    """
+    days = sorted(office_days(now).items())
+    if len(days) <= 1:
+        return ActionItem.deadline < (days[0][0] if days else now.date()) + shift  # no office: no item
+    later = [
+        sa.and_(
+            ActionItem.deadline < day + shift,
+            ActionItem.office_id.in_(sorted(i for _d, ids in days[k:] for i in ids)),
+        )
+        for k, (day, _ids) in enumerate(days)
+        if k
+    ]
+    first, last = days[0][0] + shift, days[-1][0] + shift
+    return sa.and_(ActionItem.deadline < last, sa.or_(ActionItem.deadline < first, *later))
+
+
 def overdue_clause(now: datetime) -> sa.ColumnElement[bool]:
-    """SQL twin of ActionItem.is_overdue: needs ActionItem joined to its Office."""
-    return sa.and_(ActionItem.status.not_in(_CLOSED), ActionItem.deadline < office_today(now))
+    """SQL twin of ActionItem.is_overdue: open, and the deadline before the date in the office.
+
+    Compares the deadline with constants (see :func:`_deadline_before`), so it needs no join and
+    an index on (status, deadline) serves it.
+    """
+    return sa.and_(open_clause(), _deadline_before(now, timedelta()))
 
 
 def due_soon_clause(now: datetime, days: int = 14) -> sa.ColumnElement[bool]:
-    """Open items due today or within ``days`` days in the office's zone; needs Office joined."""
-    return sa.and_(
-        ActionItem.status.not_in(_CLOSED),
-        ActionItem.deadline >= office_today(now),
-        ActionItem.deadline <= office_today(now, days),
+    """Open items due today or within ``days`` days in the office's zone (no join needed)."""
+    ahead = timedelta(days=days)
+    within = _by_office_day(
+        now,
+        lambda day: ActionItem.deadline.between(day, day + ahead),
+        lambda first, last: ActionItem.deadline.between(first, last + ahead),
+    )
+    return sa.and_(open_clause(), within)
+
+
+def deadline_until(now: datetime, plus_days: int = 0) -> sa.ColumnElement[bool]:
+    """Deadline on or before the office's date at ``now`` plus ``plus_days`` (no join needed)."""
+    return _deadline_before(now, timedelta(days=plus_days + 1))
+
+
+def office_today(now: datetime, plus_days: int = 0) -> sa.ColumnElement[date]:
+    """SQL for "today (plus some days) in the office's time zone", chosen per row: needs Office
+    in the query, and no index serves a comparison with it (prefer :func:`deadline_until`)."""
+    shift = timedelta(days=plus_days)
+    zones = {zone for _id, zone in _office_zones()}
+    if not zones:
+        return sa.literal(now.date() + shift)
+    return sa.case(
+        {zone: now.astimezone(_zone(zone)).date() + shift for zone in sorted(zones)},
+        value=Office.timezone,
     )
 
 
 def visible_actions(user: User) -> sa.Select[tuple[ActionItem]]:
-    """The action items the user may see, with what a list shows loaded in the same query."""
+    """The action items the user may see, with what a list shows loaded in the same query.
+
+    Office and recommendation come by outer joins of their own (aliased): filter on ActionItem's
+    columns, or with subqueries, as :func:`filtered_actions` does.
+    """
     return (
         sa.select(ActionItem)
-        .join(ActionItem.office)
-        .join(ActionItem.recommendation)
         .where(office_scope_clause(user, ActionItem.office_id))
         .options(
             joinedload(ActionItem.office),
@@ -151,37 +243,132 @@ def action_filters(args: Mapping[str, str]) -> ActionFilters:
     )
 
 
-def filtered_actions(user: User, now: datetime, filters: ActionFilters) -> sa.Select[tuple[ActionItem]]:
-    """The items the user may see that pass the filters, ordered as the home list: open first, by deadline."""
-    query = visible_actions(user).options(
-        joinedload(ActionItem.deputy), joinedload(ActionItem.recommendation).joinedload(Recommendation.source)
-    )
+def _conditions(user: User, now: datetime, filters: ActionFilters) -> list[sa.ColumnElement[bool]]:
+    """The WHERE terms of a list, all on action_item's own columns (subqueries for the rest), so
+    that a count needs no join and an index on action_item can serve the filters."""
+    terms = [office_scope_clause(user, ActionItem.office_id)]
     if filters.office_code:
-        query = query.where(Office.code == filters.office_code.upper())
+        office = sa.select(Office.id).where(Office.code == filters.office_code.upper())
+        terms.append(ActionItem.office_id == office.scalar_subquery())
     if filters.status:
-        query = query.where(ActionItem.status == filters.status)
-    if filters.recommendation_code:
-        query = query.where(Recommendation.code == filters.recommendation_code)
-    if filters.source_id:
-        query = query.where(Recommendation.source_id == filters.source_id)
-    if filters.theme:
-        query = query.where(Recommendation.theme == filters.theme)
-    if filters.owner_email:
-        query = query.where(
-            ActionItem.owner_id.in_(sa.select(User.id).where(User.email == filters.owner_email))
+        terms.append(ActionItem.status == filters.status)
+    recommendation = [
+        column == value
+        for column, value in (
+            (Recommendation.code, filters.recommendation_code),
+            (Recommendation.source_id, filters.source_id),
+            (Recommendation.theme, filters.theme),
         )
+        if value
+    ]
+    if recommendation:
+        terms.append(ActionItem.recommendation_id.in_(sa.select(Recommendation.id).where(*recommendation)))
+    if filters.owner_email:
+        terms.append(ActionItem.owner_id.in_(sa.select(User.id).where(User.email == filters.owner_email)))
     if filters.due_before:
-        query = query.where(ActionItem.deadline <= filters.due_before)
+        terms.append(ActionItem.deadline <= filters.due_before)
     if filters.due_after:
-        query = query.where(ActionItem.deadline >= filters.due_after)
+        terms.append(ActionItem.deadline >= filters.due_after)
     if filters.open_only:
-        query = query.where(ActionItem.status.not_in(_CLOSED))
+        terms.append(open_clause())
     if filters.assigned_to is not None and filters.assigned_to.role != Role.MANAGER:
         person = filters.assigned_to.id
-        query = query.where(sa.or_(ActionItem.owner_id == person, ActionItem.deputy_id == person))
+        terms.append(sa.or_(ActionItem.owner_id == person, ActionItem.deputy_id == person))
     if filters.overdue is not None:
         overdue = overdue_clause(now)
-        query = query.where(overdue if filters.overdue else sa.not_(overdue))
-    return query.order_by(
-        sa.case((ActionItem.status.in_(_CLOSED), 1), else_=0), ActionItem.deadline, ActionItem.id
+        terms.append(overdue if filters.overdue else sa.not_(overdue))
+    return terms
+
+
+def _one_side(filters: ActionFilters) -> bool:
+    """True when the filters keep only open items, or only closed ones: then "open first" is
+    just "by deadline", which an index on (deadline, id) delivers without sorting."""
+    return bool(filters.open_only or filters.overdue or filters.status)
+
+
+def _listed(user: User, terms: list[sa.ColumnElement[bool]]) -> sa.Select[tuple[ActionItem]]:
+    return (
+        visible_actions(user)
+        .where(*terms)
+        .options(
+            joinedload(ActionItem.deputy),
+            joinedload(ActionItem.recommendation).joinedload(Recommendation.source),
+        )
     )
+
+
+_OPEN_FIRST = sa.case((_status_in(_CLOSED), 1), else_=0)
+
+
+def filtered_actions(user: User, now: datetime, filters: ActionFilters) -> sa.Select[tuple[ActionItem]]:
+    """The items the user may see that pass the filters, ordered as the home list: open first, by deadline."""
+    query = _listed(user, _conditions(user, now, filters))
+    if _one_side(filters):
+        return query.order_by(ActionItem.deadline, ActionItem.id)
+    return query.order_by(_OPEN_FIRST, ActionItem.deadline, ActionItem.id)
+
+
+def action_page(
+    user: User,
+    now: datetime,
+    filters: ActionFilters,
+    *,
+    page: int,
+    per_page: int,
+    options: Sequence[ORMOption] = (),
+    last_if_beyond: bool = True,
+) -> Pagination:
+    """One page of :func:`filtered_actions`, with the total, reading no more rows than it shows.
+
+    Two statements, each on action_item's indexes: a count that reads action_item alone, then the
+    page: its ids (by deadline, from an index) chosen in a subquery, and only those rows joined to
+    what the list shows. Without a filter that keeps one side, open items come first: the count
+    also says how many are open, and the page's ids come from the open items, the closed ones, or
+    (the one page where they meet) both. A page past the end is the last page
+    (``last_if_beyond``), else empty.
+    """
+    terms = _conditions(user, now, filters)
+    one_side = _one_side(filters)
+    counted = {"open": 0}
+
+    def count() -> int:
+        if one_side:
+            return db.session.scalar(sa.select(sa.func.count()).select_from(ActionItem).where(*terms)) or 0
+        total, open_ = db.session.execute(
+            sa.select(sa.func.count(), sa.func.count().filter(open_clause()))
+            .select_from(ActionItem)
+            .where(*terms)
+        ).one()
+        counted["open"] = open_ or 0
+        return total or 0
+
+    def fetch(offset: int, limit: int) -> list[ActionItem]:
+        if one_side:
+            ids: sa.Executable = _ids(terms, offset, limit)
+            order = (ActionItem.deadline, ActionItem.id)
+        else:
+            ids = _open_first_ids(terms, counted["open"], offset, limit)
+            order = (_OPEN_FIRST, ActionItem.deadline, ActionItem.id)
+        query = _listed(user, [ActionItem.id.in_(ids)]).options(*options).order_by(*order)
+        return list(db.session.scalars(query))
+
+    return params.counted_page(count, fetch, page=page, per_page=per_page, last_if_beyond=last_if_beyond)
+
+
+def _ids(terms: list[sa.ColumnElement[bool]], offset: int, limit: int) -> sa.Select[tuple[int]]:
+    """The ids of a stretch of the items passing ``terms``, by deadline: read from an index alone."""
+    query = sa.select(ActionItem.id).where(*terms).order_by(ActionItem.deadline, ActionItem.id)
+    return sa.select(query.offset(offset).limit(limit).subquery().c.id)
+
+
+def _open_first_ids(
+    terms: list[sa.ColumnElement[bool]], open_: int, offset: int, limit: int
+) -> sa.Executable:
+    """The ids on a page of "open first, then by deadline" (``open_``: how many open items pass
+    the filters), each side read by deadline from where the page starts in it."""
+    parts = []
+    for statuses, start, end in ((_OPEN, 0, open_), (_CLOSED, open_, offset + limit)):
+        first, last = max(offset, start), min(offset + limit, end)
+        if first < last:
+            parts.append(_ids([*terms, _status_in(statuses)], first - start, last - first))
+    return parts[0] if len(parts) == 1 else sa.union_all(*parts)

@@ -9,7 +9,7 @@ from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy.orm import contains_eager, joinedload, selectinload
 
 from tracker import params
-from tracker.actions.queries import ActionFilters, assigned_filters, filtered_actions, visible_actions
+from tracker.actions.queries import ActionFilters, action_page, assigned_filters, visible_actions
 from tracker.extensions import db
 from tracker.models import (
     ActionItem,
@@ -28,8 +28,7 @@ def list_actions(
     user: User, now: datetime, filters: ActionFilters, *, page: int = 1, per_page: int = 50
 ) -> Pagination:
     """One page of the items the user may see that pass the filters: open items first, then by deadline."""
-    query = filtered_actions(user, now, filters)
-    return params.paginate(query, page=page, per_page=per_page)
+    return action_page(user, now, filters, page=page, per_page=per_page)
 
 
 def get_action(user: User, action_id: int) -> ActionItem | None:
@@ -75,8 +74,7 @@ def my_actions(user: User, now: datetime, page: int, per_page: int) -> Paginatio
 
     Ordered by deadline, so what is overdue comes first and what is due soon next.
     """
-    query = filtered_actions(user, now, assigned_filters(user))
-    return params.paginate(query, page=page, per_page=per_page)
+    return action_page(user, now, assigned_filters(user), page=page, per_page=per_page)
 
 
 def verification_queue(user: User, page: int, per_page: int) -> Pagination:

@@ -27,7 +27,7 @@ from werkzeug.wrappers import Response
 
 from tracker.actions import commands, extensions
 from tracker.actions import services as action_services
-from tracker.actions.queries import ActionFilters, filtered_actions
+from tracker.actions.queries import ActionFilters, action_page
 from tracker.api import openapi, schemas
 from tracker.api.auth import bearer_secret, user_for_secret
 from tracker.api.schemas import Invalid
@@ -406,8 +406,15 @@ def actions() -> Response:
         due_after=query["due_after"],
         overdue=query["overdue"],
     )
-    select = filtered_actions(user, now, filters).options(selectinload(ActionItem.pending_extension))
-    page = db.paginate(select, page=query["page"], per_page=query["per_page"], error_out=False, count=True)
+    page = action_page(
+        user,
+        now,
+        filters,
+        page=query["page"],
+        per_page=query["per_page"],
+        options=[selectinload(ActionItem.pending_extension)],
+        last_if_beyond=False,  # a page past the end is empty, with the total
+    )
     return _json(schemas.page_json(page, [schemas.action_json(item, now) for item in page.items]))
 
 

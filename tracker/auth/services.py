@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from functools import cache
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
@@ -16,8 +17,17 @@ from tracker.models import User, normalise_email
 
 log = logging.getLogger(__name__)
 
-# Checked against when the email is unknown, so that a miss costs as much time as a wrong password.
-_DUMMY_HASH = generate_password_hash("not-a-real-password", method="scrypt")
+
+@cache
+def _dummy_hash() -> str:
+    """A hash checked against when the email is unknown, so that a miss costs as much as a wrong password.
+
+    Made on first use, not at import: scrypt takes most of a second, which every ``flask`` command
+    (the reminder run, the CLI) would otherwise pay without ever signing anyone in. Only the first
+    miss of each process pays for making it too.
+    """
+    return generate_password_hash("not-a-real-password", method="scrypt")
+
 
 MIN_PASSWORD_LENGTH = 10
 
@@ -34,7 +44,7 @@ def authenticate(email: str, password: str, now: datetime) -> User | None:
     """
     user = db.session.scalar(sa.select(User).where(User.email == normalise_email(email)))
     if user is None or not user.password_hash:
-        check_password_hash(_DUMMY_HASH, password)
+        check_password_hash(_dummy_hash(), password)
         log.info("sign-in refused: unknown email or no password set")
         audit.record(
             "sign_in_failed",

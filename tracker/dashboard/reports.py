@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from tracker.actions.queries import due_soon_clause, overdue_clause
 from tracker.dashboard import services as dashboard
-from tracker.models import DONE_STATUSES, ActionItem, Office, Status, User, completion_rate
+from tracker.models import DONE_STATUSES, Office, Status, User, completion_rate
 
 #: Overdue actions listed in a report (a meeting reads the oldest first; the rest are counted).
 REPORT_OVERDUE_LIMIT = 500
@@ -18,10 +17,27 @@ class Report:
     """What a printable report shows: the summary, progress per office, the matrix, overdue items."""
 
     office: Office | None
-    totals: dashboard.Totals
-    offices: list[dashboard.OfficeProgress]
-    matrix: dashboard.Matrix
-    overdue_items: list[ActionItem]
+    figures: dashboard.Dashboard
+
+    @property
+    def totals(self) -> dashboard.Totals:
+        """Item counts by status, overdue and due soon."""
+        return self.figures.totals
+
+    @property
+    def offices(self) -> list[dashboard.OfficeProgress]:
+        """Progress per office."""
+        return self.figures.offices
+
+    @property
+    def matrix(self) -> dashboard.Matrix:
+        """Recommendations × offices."""
+        return self.figures.matrix
+
+    @property
+    def overdue_items(self) -> list[dashboard.OverdueItem]:
+        """The most overdue items, oldest deadline first (at most REPORT_OVERDUE_LIMIT)."""
+        return self.figures.overdue_items
 
     @property
     def done(self) -> int:
@@ -40,15 +56,12 @@ class Report:
 
 
 def build_report(
-    user: User, now: datetime, filters: dashboard.Filters, offices: list[Office], office: Office | None = None
+    user: User, now: datetime, filters: dashboard.Filters, office: Office | None = None
 ) -> Report:
-    """The report's figures for ``user`` (the dashboard's queries: a fixed number of statements)."""
-    overdue = overdue_clause(now)
-    progress = dashboard.office_progress(user, filters, offices, overdue)
+    """The report's figures for ``user``: the dashboard's, cached the same way, with a longer overdue list.
+
+    ``office`` (an office report) must be the one of ``filters.office_code``.
+    """
     return Report(
-        office=office,
-        totals=dashboard.totals(user, filters, overdue, due_soon_clause(now, dashboard.DUE_SOON_DAYS)),
-        offices=progress,
-        matrix=dashboard.matrix(user, filters, progress, overdue),
-        overdue_items=dashboard.overdue_items(user, filters, overdue, limit=REPORT_OVERDUE_LIMIT),
+        office=office, figures=dashboard.build_dashboard(user, now, filters, limit=REPORT_OVERDUE_LIMIT)
     )

@@ -1,43 +1,48 @@
-"""The dashboard's figures, each computed by a grouped SQL query within the user's scope.
+"""The dashboard's figures for a user's scope and filters, from the programme's grouped aggregates.
 
-Every query runs over the action items the user may see (``office_scope_clause``), of recommendations
-that are not archived, narrowed by the filters (source, theme, office). The number of statements
-does not depend on the number of items: Python only reshapes the aggregated rows.
+aggregates.py reads the programme once per data version and set of local dates (a few grouped
+statements whatever the number of items); this module selects a scope's (recommendation, office)
+pairs from those rows and adds them up in Python, and reads the few most overdue items. The
+figures are plain data cached per (scope, filters, local dates) at the current data version (see
+cache.py), so a page asks the database for the version and little else until something is written.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import date, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.orm import joinedload
 
-from tracker.actions.queries import due_soon_clause, overdue_clause
-from tracker.actions.services import visible_offices
+from tracker.dashboard import cache
+from tracker.dashboard.aggregates import DUE_SOON_DAYS as DUE_SOON_DAYS  # the pages read it here
+from tracker.dashboard.aggregates import (
+    Catalogue,
+    Dates,
+    OfficeInfo,
+    Programme,
+    RecommendationInfo,
+    dates_at,
+    load_catalogue,
+    load_programme,
+)
 from tracker.extensions import db
 from tracker.models import (
+    CLOSED_STATUSES,
     DONE_STATUSES,
     ActionItem,
-    ActionUpdate,
-    ExtensionRequest,
-    ExtensionState,
-    Office,
     Recommendation,
     Source,
     Status,
     User,
     completion_rate,
 )
-from tracker.permissions import office_scope_clause
+from tracker.permissions import office_scope, office_scope_clause
 
-#: Days ahead in which an open item counts as due soon (the first reminder goes out as far ahead).
-DUE_SOON_DAYS = 14
 #: Rows in the overdue list; the actions page lists them all.
 OVERDUE_LIST_SIZE = 20
-#: Quarters shown in the completion chart, the current one included.
-QUARTERS_SHOWN = 8
 
 #: Matrix cells take the colour and label of the most severe status they hold, most severe first.
 #: An overdue item outranks all of these: such a cell is marked overdue whatever its statuses.
@@ -49,6 +54,7 @@ SEVERITY = (
     Status.VERIFIED,
     Status.CANCELLED,
 )
+_CLOSED = sorted(s.value for s in CLOSED_STATUSES)
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,7 @@ class Choices:
 
     sources: list[Source]
     themes: list[str]
-    offices: list[Office]
+    offices: list[OfficeInfo]
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,7 @@ class Totals:
 class OfficeProgress:
     """One office's items: how many, how far along, how many done."""
 
-    office: Office
+    office: OfficeInfo
     items: int = 0
     #: Items not cancelled: the base of the average and of the completion rate.
     counted: int = 0
@@ -98,7 +104,7 @@ class OfficeProgress:
     average_progress: float | None = None
     #: Extension requests approved for the office's items.
     extensions_granted: int = 0
-    #: Days by which current deadlines lie past the agreed ones, summed over the items.
+    #: Days by which current deadlines lie past the agreed ones, summed over the items not cancelled.
     days_slipped: int = 0
 
     @property
@@ -130,8 +136,8 @@ class Cell:
 class Matrix:
     """Recommendations (rows) × offices (columns), with a cell for every non-empty pair."""
 
-    recommendations: list[Recommendation]
-    offices: list[Office]
+    recommendations: list[RecommendationInfo]
+    offices: list[OfficeInfo]
     cells: dict[tuple[int, int], Cell] = field(default_factory=dict)
 
     def cell(self, recommendation_id: int, office_id: int) -> Cell | None:
@@ -149,135 +155,153 @@ class QuarterCount:
 
 
 @dataclass(frozen=True)
-class Dashboard:
-    """Everything the dashboard page shows."""
+class OverdueItem:
+    """An overdue item as the lists show it."""
 
+    id: int
+    title: str
+    deadline: date
+    status: str
+    office_code: str
+    recommendation_code: str
+    recommendation_title: str
+    #: Days past the deadline, in the office's time zone.
+    days_late: int
+    owner_id: int | None
+    #: Filled in per request (people are renamed without a new data version); None: no owner.
+    owner_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """Everything the dashboard page (and a report) shows; ``key`` names it in the cache."""
+
+    key: Hashable
     totals: Totals
     offices: list[OfficeProgress]
     matrix: Matrix
-    overdue_items: list[ActionItem]
+    overdue_items: list[OverdueItem]
     quarters: list[QuarterCount]
 
 
-def days_between(later: Any, earlier: Any) -> sa.ColumnElement[int]:
-    """SQL for the whole days from date ``earlier`` to date ``later`` (PostgreSQL and SQLite)."""
-    if db.session.get_bind().dialect.name == "postgresql":
-        return later - earlier  # date - date is an integer of days
-    return sa.cast(sa.func.julianday(later) - sa.func.julianday(earlier), sa.Integer)
-
-
-def _count_if(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
-    # COUNT skips NULLs: a CASE without ELSE counts the rows that meet the condition (0 if none).
-    return sa.func.count(sa.case((condition, 1)))
-
-
-def _items_in_view(query: sa.Select, user: User, filters: Filters) -> sa.Select:
-    """Join Office and Recommendation to a query over ActionItem and keep what the user may see."""
-    query = (
-        query.join(ActionItem.office)
-        .join(ActionItem.recommendation)
-        .where(office_scope_clause(user, ActionItem.office_id), Recommendation.archived_at.is_(None))
-    )
-    if filters.office_code is not None:
-        query = query.where(Office.code == filters.office_code)
-    return _recommendation_filters(query, filters)
-
-
-def _recommendation_filters(query: sa.Select, filters: Filters) -> sa.Select:
-    if filters.source_id is not None:
-        query = query.where(Recommendation.source_id == filters.source_id)
-    if filters.theme is not None:
-        query = query.where(Recommendation.theme == filters.theme)
-    return query
+def catalogue() -> Catalogue:
+    """Offices, recommendations not archived and themes, read once per data version."""
+    return cache.cached(("catalogue",), load_catalogue)
 
 
 def filter_choices(user: User) -> Choices:
-    """Sources and themes of the recommendations not archived, and the offices the user may see."""
+    """Sources not archived, the themes of the recommendations not archived, the user's offices.
+
+    Sources are read on every call: archiving one is not a change of programme data.
+    """
     sources = db.session.scalars(
         sa.select(Source).where(Source.archived_at.is_(None)).order_by(Source.starts_on.desc(), Source.title)
     ).all()
-    themes = db.session.scalars(
-        sa.select(Recommendation.theme)
-        .where(Recommendation.archived_at.is_(None))
-        .distinct()
-        .order_by(Recommendation.theme)
-    ).all()
-    return Choices(sources=list(sources), themes=list(themes), offices=visible_offices(user))
+    known = catalogue()
+    return Choices(sources=list(sources), themes=list(known.themes), offices=_in_scope(user, known))
 
 
-def totals(
-    user: User,
-    filters: Filters,
-    overdue: sa.ColumnElement[bool],
-    due_soon: sa.ColumnElement[bool],
-) -> Totals:
-    """Counts by status, with the overdue and due-soon counts, in one GROUP BY query."""
-    rows = db.session.execute(
-        _items_in_view(
-            sa.select(ActionItem.status, sa.func.count(), _count_if(overdue), _count_if(due_soon)),
-            user,
-            filters,
-        ).group_by(ActionItem.status)
-    ).all()
-    by_status = {s.value: 0 for s in Status}
-    by_status.update({status: count for status, count, _, _ in rows})
-    return Totals(
-        by_status=by_status,
-        overdue=sum(row[2] for row in rows),
-        due_soon=sum(row[3] for row in rows),
-    )
+def _in_scope(user: User, known: Catalogue) -> list[OfficeInfo]:
+    scope = office_scope(user)
+    return [o for o in known.offices if scope is None or o.id in scope]
 
 
-def office_progress(
-    user: User, filters: Filters, offices: list[Office], overdue: sa.ColumnElement[bool]
-) -> list[OfficeProgress]:
-    """Per office: items, average progress, completion rate, overdue, slippage; two GROUP BY queries.
+def build_dashboard(user: User, now: datetime, filters: Filters, limit: int = OVERDUE_LIST_SIZE) -> Dashboard:
+    """Every figure of the dashboard for ``user`` at ``now``, from the cache while nothing changes.
 
-    Slippage is the extensions granted and the days by which current deadlines lie past the
-    agreed ones (items not cancelled). ``offices`` are the offices in the user's scope; those
-    filtered out are left out, and so are inactive offices without items.
+    The cached figures are those of the user's office scope, the filters and every office's local
+    date at ``now``; the owners' names in the overdue list are read per call (one small statement).
     """
-    not_cancelled = ActionItem.status != Status.CANCELLED.value
-    slipped = sa.and_(not_cancelled, ActionItem.deadline > ActionItem.agreed_deadline)
-    rows = db.session.execute(
-        _items_in_view(
-            sa.select(
-                ActionItem.office_id,
-                sa.func.count(),
-                _count_if(not_cancelled),
-                _count_if(ActionItem.status.in_(DONE_STATUSES)),
-                _count_if(overdue),
-                sa.func.avg(sa.case((not_cancelled, ActionItem.progress))),
-                sa.func.sum(
-                    sa.case((slipped, days_between(ActionItem.deadline, ActionItem.agreed_deadline)))
-                ),
-            ),
-            user,
-            filters,
-        ).group_by(ActionItem.office_id)
-    ).all()
-    granted = dict(
-        db.session.execute(
-            _items_in_view(
-                sa.select(ActionItem.office_id, sa.func.count(ExtensionRequest.id)).join(
-                    ExtensionRequest, ExtensionRequest.action_item_id == ActionItem.id
-                ),
-                user,
-                filters,
-            )
-            .where(ExtensionRequest.state == ExtensionState.APPROVED.value)
-            .group_by(ActionItem.office_id)
-        ).all()
+    known = catalogue()
+    dates = dates_at(now, known.offices)
+    scope = office_scope(user)
+    key = ("figures", None if scope is None else tuple(sorted(scope)), filters, dates, limit)
+    figures = cache.cached(key, lambda: compute_dashboard(user, filters, dates, limit, known, key))
+    return _with_owner_names(figures)
+
+
+def programme(dates: Dates) -> Programme:
+    """The programme's aggregates at ``dates``, read once per data version and set of dates."""
+    return cache.cached(("programme", dates), lambda: load_programme(dates))
+
+
+def compute_dashboard(
+    user: User, filters: Filters, dates: Dates, limit: int, known: Catalogue, key: Hashable = None
+) -> Dashboard:
+    """The figures of ``user``'s scope under ``filters`` (the programme's aggregates from the cache)."""
+    everything = programme(dates)
+    recommendations = [r for r in known.recommendations if _keeps(filters, r)]
+    shown = [o for o in _in_scope(user, known) if filters.office_code in (None, o.code)]
+    rec_ids, office_ids = {r.id for r in recommendations}, {o.id for o in shown}
+    groups = [g for g in everything.groups if g.recommendation_id in rec_ids and g.office_id in office_ids]
+    progress = _office_progress(shown, groups, everything, rec_ids)
+    return Dashboard(
+        key=key,
+        totals=_totals(groups),
+        offices=progress,
+        matrix=_matrix(recommendations, [p.office for p in progress], groups),
+        overdue_items=_overdue_items(user, filters, dates, shown, known, limit),
+        quarters=_quarters(everything, rec_ids, office_ids),
     )
-    by_office = {row[0]: row for row in rows}
+
+
+def _quarters(everything: Programme, rec_ids: set[int], office_ids: set[int]) -> list[QuarterCount]:
+    """Items first completed per quarter shown, zeros filled."""
+    counts = dict.fromkeys(everything.quarters, 0)
+    for (rec, office, year, quarter), n in everything.completions.items():
+        if rec in rec_ids and office in office_ids:
+            counts[(year, quarter)] += n
+    return [QuarterCount(year=y, quarter=q, count=n) for (y, q), n in counts.items()]
+
+
+def _keeps(filters: Filters, recommendation: RecommendationInfo) -> bool:
+    return filters.source_id in (None, recommendation.source_id) and filters.theme in (
+        None,
+        recommendation.theme,
+    )
+
+
+def _totals(groups: Iterable) -> Totals:
+    by_status = {s.value: 0 for s in Status}
+    overdue = due_soon = 0
+    for g in groups:
+        by_status[g.status] = by_status.get(g.status, 0) + g.count
+        overdue += g.overdue
+        due_soon += g.due_soon
+    return Totals(by_status=by_status, overdue=overdue, due_soon=due_soon)
+
+
+def _office_progress(
+    offices: list[OfficeInfo], groups: list, everything: Programme, rec_ids: set[int]
+) -> list[OfficeProgress]:
+    """Per office shown: items, average progress, completion rate, overdue, slippage.
+
+    Inactive offices without items are left out. Cancelled items count as items, but not in the
+    average, the completion rate or the days slipped.
+    """
+    sums: dict[int, list[int]] = {}  # office id → items, counted, done, overdue, progress, days slipped
+    for g in groups:
+        s = sums.setdefault(g.office_id, [0] * 6)
+        s[0] += g.count
+        s[3] += g.overdue
+        if g.status != Status.CANCELLED.value:
+            s[1] += g.count
+            s[4] += g.progress
+            s[5] += g.days_slipped
+            if g.status in DONE_STATUSES:
+                s[2] += g.count
+    granted: dict[int, int] = {}
+    for (rec, office), n in everything.extensions.items():
+        if rec in rec_ids:
+            granted[office] = granted.get(office, 0) + n
     result = []
-    for office in _offices_shown(offices, filters):
-        row = by_office.get(office.id)
-        if row is None:
+    for office in offices:
+        s = sums.get(office.id)
+        if s is None:
             if office.active:
                 result.append(OfficeProgress(office=office))
             continue
-        _, items, counted, done, late, average, days = row
+        items, counted, done, late, progress, days = s
         result.append(
             OfficeProgress(
                 office=office,
@@ -285,124 +309,99 @@ def office_progress(
                 counted=counted,
                 done=done,
                 overdue=late,
-                average_progress=None if average is None else float(average),  # Decimal on PostgreSQL
+                average_progress=progress / counted if counted else None,
                 extensions_granted=granted.get(office.id, 0),
-                days_slipped=int(days or 0),
+                days_slipped=days,
             )
         )
     return result
 
 
-def _offices_shown(offices: list[Office], filters: Filters) -> list[Office]:
-    return [o for o in offices if filters.office_code is None or o.code == filters.office_code]
-
-
-def matrix(
-    user: User, filters: Filters, progress: list[OfficeProgress], overdue: sa.ColumnElement[bool]
-) -> Matrix:
-    """Recommendations × offices: counts per status and overdue per pair, one grouped query.
-
-    The columns are the offices of ``progress`` (see office_progress); the rows every recommendation
-    not archived that the source and theme filters keep, with or without items.
-    """
-    recommendations = db.session.scalars(
-        _recommendation_filters(
-            sa.select(Recommendation).where(Recommendation.archived_at.is_(None)), filters
-        ).order_by(Recommendation.code)
-    ).all()
-    statuses = [s.value for s in Status]
-    rows = db.session.execute(
-        _items_in_view(
-            sa.select(
-                ActionItem.recommendation_id,
-                ActionItem.office_id,
-                sa.func.count(),
-                _count_if(overdue),
-                *(_count_if(ActionItem.status == s) for s in statuses),
-            ),
-            user,
-            filters,
-        ).group_by(ActionItem.recommendation_id, ActionItem.office_id)
-    ).all()
+def _matrix(recommendations: list[RecommendationInfo], offices: list[OfficeInfo], groups: list) -> Matrix:
+    """Recommendations × offices: counts per status and overdue per pair."""
+    shown = {o.id for o in offices}
+    sums: dict[tuple[int, int], tuple[list[int], dict[str, int]]] = {}  # pair → [count, overdue], by status
+    for g in groups:
+        if g.office_id in shown:
+            counts, by_status = sums.setdefault(
+                (g.recommendation_id, g.office_id), ([0, 0], {s.value: 0 for s in Status})
+            )
+            counts[0] += g.count
+            counts[1] += g.overdue
+            by_status[g.status] += g.count
     cells = {
-        (row[0], row[1]): Cell(
-            count=row[2], overdue=row[3], by_status=dict(zip(statuses, row[4:], strict=True))
-        )
-        for row in rows
+        pair: Cell(count=c[0], overdue=c[1], by_status=by_status) for pair, (c, by_status) in sums.items()
     }
-    return Matrix(recommendations=list(recommendations), offices=[p.office for p in progress], cells=cells)
+    return Matrix(recommendations=recommendations, offices=offices, cells=cells)
 
 
-def overdue_items(
-    user: User, filters: Filters, overdue: sa.ColumnElement[bool], limit: int = OVERDUE_LIST_SIZE
-) -> list[ActionItem]:
-    """The most overdue items (oldest deadline first), with what the list shows, in one query."""
-    query = _items_in_view(sa.select(ActionItem), user, filters).where(overdue)
-    query = query.options(
-        joinedload(ActionItem.office), joinedload(ActionItem.recommendation), joinedload(ActionItem.owner)
-    )
-    return list(db.session.scalars(query.order_by(ActionItem.deadline, ActionItem.id).limit(limit)))
+def _overdue_items(
+    user: User, filters: Filters, dates: Dates, offices: list[OfficeInfo], known: Catalogue, limit: int
+) -> list[OverdueItem]:
+    """The most overdue items of ``offices`` (oldest deadline first) in one statement.
 
-
-def quarter_of(moment: datetime) -> tuple[int, int]:
-    """The (year, quarter) a moment falls in, in UTC."""
-    moment = moment.astimezone(UTC)
-    return moment.year, (moment.month - 1) // 3 + 1
-
-
-def last_quarters(now: datetime, count: int = QUARTERS_SHOWN) -> list[tuple[int, int]]:
-    """The ``count`` calendar quarters up to the current one (UTC), oldest first."""
-    year, quarter = quarter_of(now)
-    index = year * 4 + quarter - 1
-    return [(i // 4, i % 4 + 1) for i in range(index - count + 1, index + 1)]
-
-
-def completions_by_quarter(user: User, now: datetime, filters: Filters) -> list[QuarterCount]:
-    """Items first completed (or verified) per calendar quarter (UTC), the last few, zeros filled.
-
-    Counted from the history: each item once, in the quarter of its first update to ``completed``
-    or ``verified``; an item sent back and completed again is not counted twice, and an item whose
-    first completion is older than the window is not counted at all.
+    Deadlines are compared with each office's date, offices of the same date together, a form the
+    (office, status, deadline) index serves.
     """
-    quarters = last_quarters(now)
-    first_year, first_quarter = quarters[0]
-    window_start = datetime(first_year, 3 * first_quarter - 2, 1, tzinfo=UTC)
-    first_done = (
-        sa.select(ActionUpdate.action_item_id, sa.func.min(ActionUpdate.created_at).label("done_at"))
-        .where(ActionUpdate.new_status.in_(DONE_STATUSES))
-        .group_by(ActionUpdate.action_item_id)
-        .subquery()
-    )
-    year = sa.extract("year", first_done.c.done_at)
-    month = sa.extract("month", first_done.c.done_at)
-    rows = db.session.execute(
-        _items_in_view(
-            sa.select(year, month, sa.func.count())
-            .select_from(first_done)
-            .join(ActionItem, ActionItem.id == first_done.c.action_item_id),
-            user,
-            filters,
+    today = dates.office_today
+    by_date: dict[date, list[int]] = {}
+    for office in offices:
+        by_date.setdefault(today[office.id], []).append(office.id)
+    if not by_date:
+        return []
+    query = (
+        sa.select(
+            ActionItem.id,
+            ActionItem.title,
+            ActionItem.deadline,
+            ActionItem.status,
+            ActionItem.office_id,
+            ActionItem.recommendation_id,
+            ActionItem.owner_id,
         )
-        .where(first_done.c.done_at >= window_start)
-        .group_by(year, month)
-    ).all()
-    counts = dict.fromkeys(quarters, 0)
-    for row_year, row_month, count in rows:  # at most three months per quarter shown
-        key = (int(row_year), (int(row_month) - 1) // 3 + 1)
-        if key in counts:
-            counts[key] += count
-    return [QuarterCount(year=y, quarter=q, count=n) for (y, q), n in counts.items()]
-
-
-def build_dashboard(user: User, now: datetime, filters: Filters, offices: list[Office]) -> Dashboard:
-    """Every figure of the dashboard for ``user`` at ``now``; ``offices`` are those in their scope."""
-    # Each clause looks up the offices' time zones once; build them once and reuse them.
-    overdue = overdue_clause(now)
-    progress = office_progress(user, filters, offices, overdue)
-    return Dashboard(
-        totals=totals(user, filters, overdue, due_soon_clause(now, DUE_SOON_DAYS)),
-        offices=progress,
-        matrix=matrix(user, filters, progress, overdue),
-        overdue_items=overdue_items(user, filters, overdue),
-        quarters=completions_by_quarter(user, now, filters),
+        .join(Recommendation, Recommendation.id == ActionItem.recommendation_id)
+        .where(
+            office_scope_clause(user, ActionItem.office_id),
+            Recommendation.archived_at.is_(None),
+            ActionItem.status.not_in(_CLOSED),
+            sa.or_(
+                *(
+                    sa.and_(ActionItem.office_id.in_(ids), ActionItem.deadline < day)
+                    for day, ids in sorted(by_date.items())
+                )
+            ),
+        )
     )
+    if filters.source_id is not None:
+        query = query.where(Recommendation.source_id == filters.source_id)
+    if filters.theme is not None:
+        query = query.where(Recommendation.theme == filters.theme)
+    rows = db.session.execute(query.order_by(ActionItem.deadline, ActionItem.id).limit(limit)).all()
+    codes = {o.id: o.code for o in known.offices}
+    recommendations = {r.id: r for r in known.recommendations}
+    return [
+        OverdueItem(
+            id=id_,
+            title=title,
+            deadline=deadline,
+            status=status,
+            office_code=codes[office_id],
+            recommendation_code=recommendations[rec_id].code,
+            recommendation_title=recommendations[rec_id].title,
+            days_late=(today[office_id] - deadline).days,
+            owner_id=owner_id,
+        )
+        for id_, title, deadline, status, office_id, rec_id, owner_id in rows
+    ]
+
+
+def _with_owner_names(figures: Dashboard) -> Dashboard:
+    """The figures with the owners' current names in the overdue list (a copy: the cache keeps its own).
+
+    One statement always, even for an empty list, so that a page runs the same number whatever the
+    data.
+    """
+    owners = sorted({item.owner_id for item in figures.overdue_items} - {None})
+    names = dict(db.session.execute(sa.select(User.id, User.name).where(User.id.in_(owners))).all())
+    items = [dataclasses.replace(item, owner_name=names.get(item.owner_id)) for item in figures.overdue_items]
+    return dataclasses.replace(figures, overdue_items=items)

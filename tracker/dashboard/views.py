@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, abort, render_template, request
 from flask_login import current_user, login_required
 
-from tracker.dashboard import charts, reports, services
+from tracker.dashboard import charts, fragments, reports, services
 from tracker.models import Office
 from tracker.offices.services import get_office
 from tracker.permissions import Perm, office_scope, require
@@ -43,10 +43,13 @@ def index() -> str:
     now = datetime.now(UTC)
     choices = services.filter_choices(current_user)
     filters, dropped = parse_filters(request.args, choices)
-    data = services.build_dashboard(current_user, now, filters, choices.offices)
+    data = services.build_dashboard(current_user, now, filters)
+    links = {"source": filters.source_id, "theme": filters.theme}
     return render_template(
         "dashboard/index.html",
         data=data,
+        matrix_html=fragments.matrix_table(data, "matrix-caption", links=links, describedby="matrix-help"),
+        overdue_html=fragments.overdue_rows(data),
         choices=choices,
         filters=filters,
         dropped=dropped,
@@ -70,7 +73,7 @@ def programme_report() -> str:
         abort(403)
     choices = services.filter_choices(current_user)
     filters, dropped = parse_filters(request.args, choices)
-    return _report_page(choices, filters, dropped, choices.offices)
+    return _report_page(choices, filters, dropped)
 
 
 @bp.route("/reports/offices/<code>")
@@ -81,20 +84,22 @@ def office_report(code: str) -> str:
     choices = services.filter_choices(current_user)
     chosen, dropped = parse_filters(request.args, choices)
     filters = services.Filters(source_id=chosen.source_id, theme=chosen.theme, office_code=office.code)
-    return _report_page(choices, filters, dropped, [office], office)
+    return _report_page(choices, filters, dropped, office)
 
 
 def _report_page(
     choices: services.Choices,
     filters: services.Filters,
     dropped: bool,
-    offices: list[Office],
     office: Office | None = None,
 ) -> str:
     now = datetime.now(UTC)
+    report = reports.build_report(current_user, now, filters, office)
     return render_template(
         "dashboard/report.html",
-        report=reports.build_report(current_user, now, filters, offices, office),
+        report=report,
+        matrix_html=fragments.matrix_table(report.figures, "table-3", table_class="matrix report-matrix"),
+        overdue_html=fragments.overdue_rows(report.figures, report=True),
         filters=filters,
         choices=choices,
         dropped=dropped,

@@ -8,10 +8,15 @@ change rotates, so each link works once.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from tracker.extensions import db
 from tracker.models import (
@@ -19,13 +24,15 @@ from tracker.models import (
     ExtensionRequest,
     ExtensionState,
     NotificationKind,
+    Office,
     User,
     normalise_email,
 )
-from tracker.notifications import tokens
-from tracker.notifications.outbox import enqueue
-from tracker.notifications.render import absolute_url, render_email
-from tracker.permissions import Perm, can
+from tracker.notifications import candidates, tokens
+from tracker.notifications.digest import LIST_LIMIT
+from tracker.notifications.outbox import Email, enqueue
+from tracker.notifications.render import absolute_url, links, render_email, render_fitting
+from tracker.permissions import Perm, can, office_scope_clause
 
 INVITATION_DAYS = 7
 RESET_HOURS = 2
@@ -86,15 +93,126 @@ def request_password_reset(email_address: str, now: datetime) -> bool:
     )
 
 
-def notify_assignment(items: list[ActionItem], user: User, role: str, now: datetime) -> bool:
-    """Tell a new owner or deputy (``role``) of their new actions in one mail, if they want it."""
-    items = [item for item in items if can(user, Perm.VIEW_ACTION, item)]
-    if not items or not user.active or not user.notify_assignment:
+def notify_assignment(
+    items: Sequence[ActionItem], user: User, role: str, now: datetime, *, ids: Sequence[int] = ()
+) -> bool:
+    """Tell a new owner or deputy (``role``) of their new actions in one mail, if they want it.
+
+    ``items`` are actions at hand; ``ids`` those written without being loaded (an import's new
+    actions). The mail counts every one the person may see and lists at most
+    :data:`LIST_LIMIT`, the earliest deadlines first, then "… and N more" with a link to a list
+    that shows them (see :class:`Assigned`).
+    """
+    if not user.active or not user.notify_assignment or not (items or ids):
         return False
-    email = render_email("assignment", user, items=items, role=role)
-    ids = ",".join(f"{item.id}.{item.version}" for item in items)
-    key = f"assignment:user{user.id}:{role}:{hashlib.sha256(ids.encode()).hexdigest()[:24]}"
+    assigned = Assigned.gather(items, user, ids)
+    if not assigned.total:
+        return False
+    email = assigned.render(role)
+    key = f"assignment:user{user.id}:{role}:{assigned.fingerprint}"
     return enqueue(NotificationKind.ASSIGNMENT, user, key, email, now)
+
+
+@dataclass
+class Assigned:
+    """What an assignment mail reports: how many actions, of which offices, and the ones it lists.
+
+    Built in a bounded number of statements whatever the number of actions: the actions at hand
+    are judged in memory (``can``), those given by id in the database with the list clause of
+    ``permissions`` (their ids sent as one parameter): one count by office, the first
+    :data:`LIST_LIMIT` by deadline, and what the mail shows of those. Only the listed ones are
+    rendered, each link a prefix and an id (``render.Links``).
+    """
+
+    user: User
+    total: int
+    #: The office codes of every action reported, sorted.
+    offices: list[str]
+    #: Those listed, the earliest deadline first (ActionItem or ``candidates.Listed``).
+    listed: list[Any]
+    #: Identifies the set of assignments (for the idempotency key).
+    fingerprint: str
+
+    @classmethod
+    def gather(cls, items: Sequence[ActionItem], user: User, ids: Sequence[int]) -> Assigned:
+        """The assignments of ``items`` and ``ids`` that ``user`` may see (see the class)."""
+        at_hand = [item for item in items if can(user, Perm.VIEW_ACTION, item)]
+        offices = {item.office_id for item in at_hand}
+        total = len(at_hand)
+        by_deadline = sorted(at_hand, key=lambda item: (item.deadline, item.id))[:LIST_LIMIT]
+        loaded = {item.id for item in items}
+        unloaded = [item_id for item_id in dict.fromkeys(ids) if item_id not in loaded]
+        firsts: list[tuple[date, int]] = []
+        if unloaded:
+            terms = (_one_of(ActionItem.id, unloaded), office_scope_clause(user, ActionItem.office_id))
+            counted = (
+                sa.select(ActionItem.office_id, sa.func.count()).where(*terms).group_by(ActionItem.office_id)
+            )
+            for office_id, number in db.session.execute(counted):
+                offices.add(office_id)
+                total += number
+            first = sa.select(ActionItem.deadline, ActionItem.id).where(*terms)
+            firsts = [tuple(row) for row in db.session.execute(first.order_by(*_ORDER).limit(LIST_LIMIT))]
+        # The earliest of both kinds; those given by id are then read for what the mail shows.
+        chosen = sorted([*((i.deadline, i.id, i) for i in by_deadline), *((d, i, None) for d, i in firsts)])
+        chosen = chosen[:LIST_LIMIT]
+        office_rows = {office_id: db.session.get(Office, office_id) for office_id in offices}
+        shown = candidates.details({i for _d, i, item in chosen if item is None}, set(), office_rows)
+        listed = [item if item is not None else shown[i].item for _d, i, item in chosen]
+        # New ids are never used again; an action at hand may come back to the same person (its version).
+        keys = ",".join([*(f"{i.id}.{i.version}" for i in at_hand), *map(str, unloaded)])
+        return cls(
+            user=user,
+            total=total,
+            offices=sorted(office.code for office in office_rows.values()),
+            listed=listed,
+            fingerprint=hashlib.sha256(keys.encode()).hexdigest()[:24],
+        )
+
+    def more_url(self, role: str) -> str:
+        """The list that shows what the mail counts beyond the ones it lists, from TRACKER_BASE_URL.
+
+        An owner's: the Actions list of their actions (of the one office, when all are of one);
+        a deputy's (the list has no deputy filter): My work, which shows what they deputise.
+        """
+        site = links()
+        if role != "owner":
+            return site.url("actions.my_work")
+        filters = {"office": self.offices[0]} if len(self.offices) == 1 else {}
+        return site.actions_list(**filters, owner=self.user.email)
+
+    def render(self, role: str) -> Email:
+        """The mail, listing as many as fit within ``render.MAIL_BYTES`` (at most LIST_LIMIT)."""
+
+        def render(count: int) -> Email:
+            more = self.total - count
+            return render_email(
+                "assignment",
+                self.user,
+                items=self.listed[:count],
+                role=role,
+                total=self.total,
+                offices=", ".join(self.offices),
+                more=more,
+                more_url=self.more_url(role) if more else None,
+            )
+
+        return render_fitting(render, len(self.listed))[0]
+
+
+#: The order an assignment mail lists actions in: the earliest deadline first.
+_ORDER = (ActionItem.deadline, ActionItem.id)
+
+
+def _one_of(column: sa.ColumnElement[int], values: Sequence[int]) -> sa.ColumnElement[bool]:
+    """``column IN values`` with the values bound as one parameter (a PostgreSQL array, a JSON text
+    on SQLite): one statement whatever their number, under any database's parameter limit."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        return column == sa.any_(sa.bindparam("one_of", list(values), type_=ARRAY(sa.Integer)))
+    listed = sa.func.json_each(sa.bindparam("one_of", json.dumps(list(values)), type_=sa.Text)).table_valued(
+        "value"
+    )
+    return column.in_(sa.select(listed.c.value))
 
 
 def notify_review_outcome(item: ActionItem, kind: NotificationKind, note: str | None, now: datetime) -> int:

@@ -28,18 +28,33 @@ With n counted in whole days of the item's office's calendar:
   90:reviewers``): an open item overdue more than a rung's days is reported once per rung to that
   rung's people who may see it and are not away; a rung with nobody falls through to the next
   rung's audience, the last to the admins. Judged at the office's morning; the ``Escalation`` row
-  is written only with a mail that lists the item (a recipient who already had an escalation mail
+  is written only with a mail that reports the item (a recipient who already had an escalation mail
   that day makes the item wait for the next).
 - **review_queue**: each active reviewer who is not away gets the completions awaiting
   verification and the pending extension requests, when there are any.
 - **digest**: see :func:`compose_digests` and ``digest.py``.
 
+**Bounded mails.** A mail lists at most :data:`LIST_LIMIT` items, the most urgent first (the
+oldest deadline; for the stale and review lists, the longest waiting), then says "… and N more"
+with a link to the Actions list filtered to show them (``/?overdue=1&owner=…`` or ``office=``;
+the review queue's page for the review list), built from TRACKER_BASE_URL. No list filter selects
+exactly "due in 3 days" or "escalated to me", so the mail says that the list may show others too.
+No mail passes 200 KB (:data:`MAIL_BYTES`) as sent, whatever the backlog: one whose fifty lines
+would (the longest titles and names, in a script of three bytes a character) lists fewer.
+
+A mail *reports* every item it counts: the ones it lists and the ones in its "N more", which its
+link shows. What a mail records (the first overdue notice, the stale period, the escalation rung)
+is recorded for every item it reports, listed or counted: the recipient was told of each, and an
+item is escalated once per rung even when the mail only counted it.
+
 Items of archived recommendations are left out of reminders and digests (as on the dashboard).
-Nobody is told about an item that ``permissions.can`` does not let them see. The number of SQL
-statements is bounded: users, absences, candidate items (with office, recommendation, owner,
-notices, extensions and last update in the same query), their escalation rungs, the review list
-(two), the keys already queued (per 1,000); then one INSERT per new mail and one per 1,000 rows
-recorded (``tracker.batches``: no statement grows with the backlog).
+Nobody is told about an item that ``permissions.can`` does not let them see. The rules judge light
+rows (``rules.Item``); only the items the mails list are loaded in full. The number of SQL
+statements is bounded: users, offices, absences, candidate items (with the notices given), their
+escalation rungs, the review list (two), the keys already queued (per 1,000), the listed items
+with their last update and extensions (per 1,000, at most :data:`LIST_LIMIT` a mail); then one
+INSERT per new mail and one per 1,000 rows recorded (``tracker.batches``: no statement grows with
+the backlog).
 """
 
 from __future__ import annotations
@@ -47,41 +62,34 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import aliased, contains_eager, joinedload
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import joinedload
 
-from tracker.actions.queries import office_today
 from tracker.batches import chunks, size
 from tracker.extensions import db
 from tracker.models import (
-    CLOSED_STATUSES,
-    ActionItem,
-    ActionUpdate,
     Escalation,
-    ExtensionRequest,
-    ExtensionState,
     ItemNotice,
     Notification,
     NotificationKind,
     Office,
-    Recommendation,
     Role,
-    Status,
     User,
 )
+from tracker.notifications import candidates
 from tracker.notifications.digest import LIST_LIMIT, Figures, Quarter, build_figures
-from tracker.notifications.outbox import enqueue
-from tracker.notifications.render import render_email
+from tracker.notifications.outbox import Email, enqueue
+from tracker.notifications.render import MAIL_BYTES, links, render_email, render_fitting
 from tracker.notifications.rules import (
     AUDIENCES,
-    NOTICE_OVERDUE,
-    NOTICE_STALE,
     RULES,
     Absences,
     Calendar,
@@ -97,9 +105,17 @@ from tracker.permissions import office_scope
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ComposeConfigError", "Line", "Planned", "Settings", "compose", "compose_reminders"]
+__all__ = [
+    "LIST_LIMIT",
+    "MAIL_BYTES",
+    "ComposeConfigError",
+    "Line",
+    "Planned",
+    "Settings",
+    "compose",
+    "compose_reminders",
+]
 
-_CLOSED = sorted(s.value for s in CLOSED_STATUSES)
 _RUNG = re.compile(r"^\s*(\d+)\s*:\s*([a-z_]+)\s*$")
 
 
@@ -205,149 +221,6 @@ class _Mail:
             self.escalations.add((item_id, tell.escalation))
 
 
-def _active_users() -> dict[int, User]:
-    query = sa.select(User).where(User.active).options(joinedload(User.office)).order_by(User.id)
-    return {user.id: user for user in db.session.scalars(query)}
-
-
-def _candidate_items(reference: datetime, settings: Settings) -> list[tuple[ActionItem, Facts]]:
-    """Open items that may need a reminder at any morning up to ``reference``, with their facts.
-
-    A superset, filtered in SQL: due within the largest due-soon distance or overdue (by the
-    office's date at ``reference``), or not updated for about the stale period. Office,
-    recommendation, owner, the notices given, approved extensions and the last history entry come
-    in the same query; the escalation rungs already reported in one more.
-    """
-    owner = aliased(User)
-    furthest = max((0, *settings.due_soon_days))
-    stale_from = reference - timedelta(days=max(settings.stale_days - 2, 0))  # margin for zones/DST
-    overdue_notice = aliased(ItemNotice)
-    stale_notice = (
-        sa.select(ItemNotice.action_item_id.label("item_id"), sa.func.max(ItemNotice.period).label("period"))
-        .where(ItemNotice.kind == NOTICE_STALE)
-        .group_by(ItemNotice.action_item_id)
-        .subquery()
-    )
-    extensions = (
-        sa.select(sa.func.count(ExtensionRequest.id))
-        .where(
-            ExtensionRequest.action_item_id == ActionItem.id,
-            ExtensionRequest.state == ExtensionState.APPROVED.value,
-        )
-        .correlate(ActionItem)
-        .scalar_subquery()
-    )
-    last_id = (
-        sa.select(ActionUpdate.id)
-        .where(ActionUpdate.action_item_id == ActionItem.id)
-        .order_by(ActionUpdate.created_at.desc(), ActionUpdate.id.desc())
-        .limit(1)
-        .correlate(ActionItem)
-        .scalar_subquery()
-    )
-    last = aliased(ActionUpdate)
-    query = (
-        sa.select(
-            ActionItem, overdue_notice.id, stale_notice.c.period, extensions, last.created_at, last.note
-        )
-        .join(ActionItem.office)
-        .join(ActionItem.recommendation)
-        .outerjoin(owner, ActionItem.owner_id == owner.id)
-        .outerjoin(
-            overdue_notice,
-            sa.and_(
-                overdue_notice.action_item_id == ActionItem.id,
-                overdue_notice.kind == NOTICE_OVERDUE,
-                overdue_notice.period == ActionItem.deadline,
-            ),
-        )
-        .outerjoin(stale_notice, stale_notice.c.item_id == ActionItem.id)
-        .outerjoin(last, last.id == last_id)
-        .where(
-            ActionItem.status.not_in(_CLOSED),
-            Recommendation.archived_at.is_(None),
-            sa.or_(
-                ActionItem.deadline <= office_today(reference, furthest), ActionItem.updated_at < stale_from
-            ),
-        )
-        .options(
-            contains_eager(ActionItem.office),
-            contains_eager(ActionItem.recommendation),
-            contains_eager(ActionItem.owner.of_type(owner)),
-        )
-        .order_by(ActionItem.id)
-    )
-    rows = db.session.execute(query).all()
-    escalated: dict[int, set[int]] = {}
-    if rows:
-        levels = sa.select(Escalation.action_item_id, Escalation.level).join(
-            ActionItem, ActionItem.id == Escalation.action_item_id
-        )
-        for item_id, level in db.session.execute(levels.where(ActionItem.status.not_in(_CLOSED))):
-            escalated.setdefault(item_id, set()).add(level)
-    return [
-        (
-            item,
-            Facts(
-                overdue_noticed=noticed is not None,
-                stale_period=stale_period,
-                extensions=extension_count or 0,
-                escalated=frozenset(escalated.get(item.id, ())),
-                last_update_at=last_at,
-                last_note=last_note,
-            ),
-        )
-        for item, noticed, stale_period, extension_count, last_at, last_note in rows
-    ]
-
-
-def _review_queue() -> list[tuple[ActionItem, datetime | None]]:
-    """Items reported completed, with when (latest report in history), the longest waiting first."""
-    reported = (
-        sa.select(
-            ActionUpdate.action_item_id.label("item_id"),
-            sa.func.max(ActionUpdate.created_at).label("reported_at"),
-        )
-        .where(ActionUpdate.new_status == Status.COMPLETED.value)
-        .group_by(ActionUpdate.action_item_id)
-        .subquery()
-    )
-    owner = aliased(User)
-    query = (
-        sa.select(ActionItem, reported.c.reported_at)
-        .join(ActionItem.office)
-        .join(ActionItem.recommendation)
-        .outerjoin(owner, ActionItem.owner_id == owner.id)
-        .outerjoin(reported, reported.c.item_id == ActionItem.id)
-        .where(ActionItem.status == Status.COMPLETED.value)
-        .options(
-            contains_eager(ActionItem.office),
-            contains_eager(ActionItem.recommendation),
-            contains_eager(ActionItem.owner.of_type(owner)),
-        )
-        .order_by(sa.func.coalesce(reported.c.reported_at, ActionItem.updated_at), ActionItem.id)
-    )
-    return [(item, at) for item, at in db.session.execute(query)]
-
-
-def _pending_extensions() -> list[ExtensionRequest]:
-    """Extension requests waiting for a reviewer, the oldest first, with their action and requester."""
-    query = (
-        sa.select(ExtensionRequest)
-        .join(ExtensionRequest.action_item)
-        .join(ActionItem.office)
-        .join(ActionItem.recommendation)
-        .where(ExtensionRequest.state == ExtensionState.PENDING.value)
-        .options(
-            contains_eager(ExtensionRequest.action_item).contains_eager(ActionItem.office),
-            contains_eager(ExtensionRequest.action_item).contains_eager(ActionItem.recommendation),
-            joinedload(ExtensionRequest.requested_by),
-        )
-        .order_by(ExtensionRequest.requested_at, ExtensionRequest.id)
-    )
-    return list(db.session.scalars(query).unique())
-
-
 def _existing_keys(keys: Iterable[str]) -> set[str]:
     found: set[str] = set()
     for chunk in chunks(sorted(set(keys)), size()):
@@ -374,21 +247,23 @@ def offices_without_manager() -> list[Office]:
 
 
 def _context(now: datetime, today: date | None, settings: Settings) -> Context:
-    """Load what the rules read: people, absences, candidate items."""
+    """Load what the rules read: people, offices, absences, candidate items."""
     calendar = Calendar(now, today, settings.morning_hour)
     # The latest morning anyone is composed for: now, or the forced date's in the westernmost zone.
     reference = now
     if today is not None:
         reference = datetime.combine(today, time(settings.morning_hour), UTC) + timedelta(hours=14)
-    users = _active_users()
+    users = candidates.active_users()
+    offices = candidates.offices_by_id()
     return Context(
         settings=settings,
         calendar=calendar,
         users=users,
         away=Absences(*calendar.absences_span()),
-        items=_candidate_items(reference, settings),
-        load_completions=_review_queue,
-        load_extensions=_pending_extensions,
+        items=candidates.candidate_items(reference, settings, offices),
+        load_completions=lambda: candidates.review_queue(offices),
+        load_extensions=candidates.pending_extensions,
+        offices=offices,
     )
 
 
@@ -398,21 +273,28 @@ def compose_reminders(now: datetime, *, today: date | None = None, dry_run: bool
     ``now`` is the moment of the run. Without ``today``, each recipient is composed for once their
     morning has come on their local date. With ``today`` (the CLI's ``--today``), everyone is
     composed for as of the morning of that date in their own zone, whatever the time. A dry run
-    returns the plan and writes nothing.
+    returns the plan and writes nothing. Each mail lists at most :data:`LIST_LIMIT` items and
+    counts the rest; it records what it reports, listed or counted (see the module's docstring).
     """
     settings = Settings.from_config()
     ctx = _context(now, today, settings)
     mails: dict[tuple[NotificationKind, int], _Mail] = {}
     for rule in RULES:
         for tell in rule.find(ctx):
-            mail = mails.setdefault(
-                (tell.kind, tell.recipient.id), _Mail(tell.kind, tell.recipient, tell.day)
-            )
+            mail = mails.get((tell.kind, tell.recipient.id))
+            if mail is None:
+                mail = mails[(tell.kind, tell.recipient.id)] = _Mail(tell.kind, tell.recipient, tell.day)
             mail.add(tell)
 
     existing = _existing_keys(mail.key for mail in mails.values())
     new = sorted((mail for mail in mails.values() if mail.key not in existing), key=_mail_order)
-    planned = [_queue(mail, settings, now, dry_run) for mail in new]
+    listed = {mail.key: sorted(mail.lines.values(), key=_ORDER[mail.kind])[:LIST_LIMIT] for mail in new}
+    details = candidates.details(
+        {line.item.id for lines in listed.values() for line in lines},
+        {line.item.id for lines in listed.values() for line in lines if line.level is not None},
+        ctx.offices,
+    )
+    planned = [_queue(mail, listed[mail.key], details, settings, now, dry_run) for mail in new]
     if not dry_run:
         notices = {notice for mail in new for notice in mail.notices}
         _insert_rows(
@@ -438,33 +320,123 @@ def _mail_order(mail: _Mail) -> tuple[str, str]:
 _ORDER = {rule.kind: rule.order for rule in RULES}
 
 
-def _queue(mail: _Mail, settings: Settings, now: datetime, dry_run: bool) -> Planned:
-    """Render one mail and insert it (unless a dry run)."""
-    lines = sorted(mail.lines.values(), key=_ORDER[mail.kind])
-    email = render_email(
-        mail.kind.value,
-        mail.recipient,
-        lines=lines,
-        offices=offices_label(lines),
-        day=mail.day,
-        settings=settings,
+def _detailed(line: Line, details: dict[int, candidates.Details]) -> Line:
+    """The line with its item loaded; an escalation's also with its last update and extensions."""
+    known = details[line.item.id]
+    if line.level is None:
+        return replace(line, item=known.item)
+    zone = ZoneInfo(known.item.office.timezone)
+    facts = replace(
+        line.facts or Facts(),
+        extensions=known.extensions,
+        last_update_at=known.last_update_at,
+        last_note=known.last_note,
     )
+    on = local_date(known.last_update_at, zone) if known.last_update_at else None
+    return replace(line, item=known.item, on=on, facts=facts)
+
+
+def _more_url(mail: _Mail, listed: list[Line]) -> str:
+    """The list that shows what a mail counts beyond the ones it lists, from TRACKER_BASE_URL.
+
+    The review list's own page; else the Actions list, overdue only for the overdue kinds, narrowed
+    to the one owner or office all the mail's items share (the listed items carry the owner).
+    """
+    site = links()
+    if mail.kind is NotificationKind.REVIEW_QUEUE:
+        return site.url("actions.verification")
+    filters: dict[str, str] = {}
+    if mail.kind in (NotificationKind.OVERDUE, NotificationKind.ESCALATION):
+        filters["overdue"] = "1"
+    offices = {line.item.office.code for line in mail.lines.values()}
+    if len(offices) == 1:
+        filters["office"] = offices.pop()
+    owners = {line.item.owner_id for line in mail.lines.values()}
+    owner = listed[0].item.owner if listed else None
+    if len(owners) == 1 and owner is not None:
+        filters["owner"] = owner.email
+    return site.actions_list(**filters)
+
+
+def _queue(
+    mail: _Mail,
+    listed: list[Line],
+    details: dict[int, candidates.Details],
+    settings: Settings,
+    now: datetime,
+    dry_run: bool,
+) -> Planned:
+    """Render one mail (its first LIST_LIMIT lines, and how many more) and insert it (unless a dry run).
+
+    Fifty lines of the longest titles, names and notes, in a script of three bytes a character,
+    would pass :data:`MAIL_BYTES`: such a mail lists fewer lines, as many as fit.
+    """
+    lines = [_detailed(line, details) for line in listed]
+    total = len(mail.lines)
+
+    def render(count: int) -> Email:
+        more = total - count
+        return render_email(
+            mail.kind.value,
+            mail.recipient,
+            lines=lines[:count],
+            total=total,
+            more=more,
+            more_url=_more_url(mail, lines[:count]) if more else None,
+            offices=offices_label(mail.lines.values()),
+            day=mail.day,
+            settings=settings,
+        )
+
+    email, _listed = render_fitting(render, len(lines))
     if not dry_run:
         enqueue(mail.kind, mail.recipient, mail.key, email, now)
-    return Planned(mail.kind, mail.recipient, mail.key, email.subject, len(lines))
+    return Planned(mail.kind, mail.recipient, mail.key, email.subject, total)
 
 
 def _insert_rows(model: type[db.Model], rows: list[dict], unique: list[str]) -> None:
-    """INSERT … ON CONFLICT DO NOTHING, one executemany per batch of rows (see tracker.batches)."""
+    """INSERT … ON CONFLICT DO NOTHING in batches of rows (see tracker.batches).
+
+    SQLite: one executemany per batch. PostgreSQL: one ``INSERT … SELECT unnest(…)`` per batch,
+    a parameter per column holding the batch's values as an array: a first run over a backlog
+    records tens of thousands of rows, and a statement of 3,000 parameters is parsed and planned
+    anew for each batch (three times slower, measured on 66,000 escalations).
+    """
     if not rows:
         return
     dialect = db.session.get_bind().dialect
-    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect.name](model.__table__)
+    table = model.__table__
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect.name](table)
+    if dialect.name == "postgresql":
+        names = list(rows[0])
+        for chunk in chunks(rows, size(1, dialect)):
+            columns = []
+            for name in names:
+                values = [row[name] for row in chunk]
+                column = table.c[name]
+                if all(value == values[0] for value in values):  # e.g. created_at: one parameter
+                    columns.append(sa.bindparam(f"v_{name}", values[0], type_=column.type))
+                else:  # an array written as text: psycopg dumps a list of values in Python
+                    text = sa.bindparam(f"v_{name}", _array_text(values), type_=sa.Text())
+                    columns.append(sa.func.unnest(sa.cast(text, ARRAY(column.type))))
+            statement = insert.from_select(names, sa.select(*columns))
+            db.session.execute(statement.on_conflict_do_nothing(index_elements=unique))
+        return
     statement = insert.on_conflict_do_nothing(index_elements=unique)
     # Not .values(rows): a multi-row VALUES is one statement of every row's parameters, compiled
     # anew each time. An executemany is compiled once and cut to the database's limit.
     for chunk in chunks(rows, size(len(rows[0]), dialect)):
         db.session.execute(statement, chunk)
+
+
+def _array_text(values: list) -> str:
+    """A PostgreSQL array literal of ints, dates or strings (quoted, backslashes and quotes escaped)."""
+    first = values[0]
+    if isinstance(first, str):
+        return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
+    if isinstance(first, int | date) and not isinstance(first, bool | datetime):
+        return "{" + ",".join(map(str, values)) + "}"
+    raise TypeError(f"no array literal for {type(first).__name__} values; pass one value per batch")
 
 
 def compose_digests(quarter: Quarter | None, now: datetime, *, dry_run: bool = False) -> list[Planned]:

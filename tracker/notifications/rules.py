@@ -5,6 +5,10 @@ people, their calendars and absences) and yields :class:`Tell`\\ s: "tell this p
 today's mail of this kind", with what to record once that mail is queued (a per-item notice, an
 escalation rung). The rules never write; compose.py groups the tells into one mail per recipient
 and kind, queues the new ones, and records what they carried.
+
+The rules read each candidate as an :class:`Item` (the few columns they judge by, not the ORM
+object): a backlog of tens of thousands of items is judged in well under a second, and only the
+items a mail lists are loaded in full, by compose.py, to be rendered.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from tracker.models import ActionItem, ExtensionRequest, NotificationKind, Office, Role, User
@@ -21,6 +25,7 @@ from tracker.permissions import Perm, can
 from tracker.profile.absences import Away
 
 if TYPE_CHECKING:
+    from tracker.notifications.candidates import Listed
     from tracker.notifications.compose import Settings
 
 #: The audiences a rung of TRACKER_ESCALATION_LADDER may name.
@@ -42,6 +47,24 @@ class Rung:
     audience: str
 
 
+class Item(NamedTuple):
+    """An open action as the rules judge it: its id, office and the columns the rules read.
+
+    A named tuple: tens of thousands are made per run, and a tuple is made fastest.
+    """
+
+    id: int
+    office: Office
+    #: The office's id and time zone, read once per office (not per item from the ORM object).
+    office_id: int
+    zone: ZoneInfo
+    owner_id: int | None
+    deputy_id: int | None
+    deadline: date
+    status: str
+    updated_at: datetime
+
+
 @dataclass(frozen=True)
 class Facts:
     """What compose read about a candidate item besides its columns."""
@@ -50,20 +73,24 @@ class Facts:
     overdue_noticed: bool = False
     #: First day of the latest idle period nudged (ItemNotice "stale"), if any.
     stale_period: date | None = None
-    #: Extension requests approved.
+    #: Extension requests approved (read for the items an escalation mail lists).
     extensions: int = 0
     #: Rungs of the ladder already reported (Escalation.level).
     escalated: frozenset[int] = frozenset()
-    #: The latest history entry: when, and its note.
+    #: The latest history entry: when, and its note (read for the items an escalation mail lists).
     last_update_at: datetime | None = None
     last_note: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Line:
-    """One item in a mail, with the number of days that put it there."""
+    """One item in a mail, with the number of days that put it there.
 
-    item: ActionItem
+    The rules make lines of :class:`Item`\\ s; compose.py swaps in the item with what the templates
+    read (``candidates.Listed``) for the lines a mail lists.
+    """
+
+    item: Item | Listed | ActionItem
     #: Days left (due soon), overdue (overdue, escalation), without update (stale), waiting (review).
     days: int
     #: The date of the last update (stale, escalation), of the completion report or the request (review).
@@ -80,7 +107,7 @@ class Line:
     extension: ExtensionRequest | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Tell:
     """A line for one person's mail of one kind on their date, and what to record once it is queued."""
 
@@ -166,11 +193,20 @@ class Context:
     calendar: Calendar
     users: dict[int, User]
     away: Absences
-    items: list[tuple[ActionItem, Facts]]
+    items: list[tuple[Item, Facts]]
     #: Loaders for the review list, called only when some reviewer's morning has come.
-    load_completions: Callable[[], list[tuple[ActionItem, datetime | None]]]
+    load_completions: Callable[[], list[tuple[Item, datetime | None]]]
     load_extensions: Callable[[], list[ExtensionRequest]]
+    #: Every office by id.
+    offices: dict[int, Office] = field(default_factory=dict)
     _by_office_role: dict[tuple[int | None, str], list[User]] = field(default_factory=dict)
+    #: Answers asked once per run: permissions per (person, permission, office), each item's
+    #: recipients with their mornings, each (office, rung)'s audience.
+    _allowed: dict[tuple[int, Perm, int], bool] = field(default_factory=dict)
+    _mornings: dict[tuple[int, int | None, int | None], list[tuple[User, User | None, date, date]]] = field(
+        default_factory=dict
+    )
+    _audiences: dict[tuple[int, int], tuple[list[User], bool]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         index: dict[tuple[int | None, str], list[User]] = defaultdict(list)
@@ -186,19 +222,31 @@ class Context:
         """Active users of a role, wherever they are."""
         return [u for (_office, r), users in self._by_office_role.items() if r == role.value for u in users]
 
+    def may(self, person: User, perm: Perm, item: Item | ActionItem) -> bool:
+        """``can(person, perm, item)``, asked once per person, permission and office.
+
+        What a person may do to an action depends on its office alone (``permissions.office_of``),
+        so the item's office answers for it; a backlog has thousands of items per office.
+        """
+        key = (person.id, perm, item.office_id)
+        allowed = self._allowed.get(key)
+        if allowed is None:
+            allowed = self._allowed[key] = can(person, perm, item.office)
+        return allowed
+
     def is_away(self, user: User) -> bool:
         """Is the person away on their own date today?"""
         return self.away.is_away(user.id, self.calendar.date_of(user))
 
-    def responsible(self, item: ActionItem) -> list[User]:
+    def responsible(self, item: Item) -> list[User]:
         """Who is reminded about ``item``: owner, else deputy, else the office's managers (if allowed)."""
         for person_id in (item.owner_id, item.deputy_id):
             person = self.users.get(person_id) if person_id else None
-            if person is not None and can(person, Perm.VIEW_ACTION, item):
+            if person is not None and self.may(person, Perm.VIEW_ACTION, item):
                 return [person]
-        return [m for m in self.people(item.office_id, Role.MANAGER) if can(m, Perm.VIEW_ACTION, item)]
+        return [m for m in self.people(item.office_id, Role.MANAGER) if self.may(m, Perm.VIEW_ACTION, item)]
 
-    def stand_ins(self, item: ActionItem, absent: User) -> list[User]:
+    def stand_ins(self, item: Item, absent: User) -> list[User]:
         """Who covers ``absent`` for ``item``: the deputy if here, else the office's other focal points."""
         deputy = self.users.get(item.deputy_id) if item.deputy_id else None
         if deputy is not None and deputy.id != absent.id and self._can_cover(deputy, item):
@@ -209,10 +257,10 @@ class Context:
             if p.id not in (absent.id, item.owner_id) and self._can_cover(p, item)
         ]
 
-    def _can_cover(self, person: User, item: ActionItem) -> bool:
-        return can(person, Perm.VIEW_ACTION, item) and not self.is_away(person)
+    def _can_cover(self, person: User, item: Item) -> bool:
+        return self.may(person, Perm.VIEW_ACTION, item) and not self.is_away(person)
 
-    def route(self, item: ActionItem) -> list[tuple[User, User | None]]:
+    def route(self, item: Item) -> list[tuple[User, User | None]]:
         """(recipient, the absent person they cover or None) for the reminders about ``item``.
 
         An absent recipient's reminders go to their stand-ins; with nobody to stand in, to them.
@@ -224,21 +272,28 @@ class Context:
                 routed.setdefault(one.id, (one, person if covering else None))
         return list(routed.values())
 
-    def mornings(self, item: ActionItem) -> Iterator[tuple[User, User | None, date, date]]:
-        """(recipient, covered, their date, the office's date at their morning) once their morning came."""
-        zone = ZoneInfo(item.office.timezone)
-        for person, covers in self.route(item):
-            found = self.calendar.day_of(person)
-            if found is not None:
-                day, moment = found
-                yield person, covers, day, local_date(moment, zone)
+    def mornings(self, item: Item) -> list[tuple[User, User | None, date, date]]:
+        """(recipient, covered, their date, the office's date at their morning) once their morning came.
 
-    def line(self, item: ActionItem, days: int, covers: User | None, **extra: Any) -> Line:
+        Worked out once per office, owner and deputy (all the route depends on): three rules ask it
+        of every candidate, and a backlog has thousands of items per owner.
+        """
+        key = (item.office_id, item.owner_id, item.deputy_id)
+        found = self._mornings.get(key)
+        if found is None:
+            found = self._mornings[key] = []
+            for person, covers in self.route(item):
+                if (when := self.calendar.day_of(person)) is not None:
+                    day, moment = when
+                    found.append((person, covers, day, local_date(moment, item.zone)))
+        return found
+
+    def line(self, item: Item, days: int, covers: User | None, **extra: Any) -> Line:
         """A line, saying whom it covers for a stand-in."""
         until = self.away.until(covers.id, self.calendar.date_of(covers)) if covers else None
         return Line(item, days, covers=covers, until=until, **extra)
 
-    def audience(self, name: str, item: ActionItem) -> list[User]:
+    def audience(self, name: str, item: Item) -> list[User]:
         """The people of one escalation audience who may see ``item`` and are not away."""
         if name == OFFICE_MANAGERS:
             people = self.people(item.office_id, Role.MANAGER)
@@ -248,10 +303,19 @@ class Context:
             people = self.role(Role.REVIEWER)
         else:
             people = self.role(Role.ADMIN)
-        return [p for p in people if can(p, Perm.VIEW_ACTION, item) and not self.is_away(p)]
+        return [p for p in people if self.may(p, Perm.VIEW_ACTION, item) and not self.is_away(p)]
 
-    def escalation_audience(self, item: ActionItem, level: int) -> tuple[list[User], bool]:
-        """Who hears of rung ``level``: its audience, else the next rungs', else the admins; fell through?"""
+    def escalation_audience(self, item: Item, level: int) -> tuple[list[User], bool]:
+        """Who hears of rung ``level``: its audience, else the next rungs', else the admins; fell through?
+
+        The same for every item of an office (asked once per office and rung).
+        """
+        key = (item.office_id, level)
+        if key not in self._audiences:
+            self._audiences[key] = self._escalation_audience(item, level)
+        return self._audiences[key]
+
+    def _escalation_audience(self, item: Item, level: int) -> tuple[list[User], bool]:
         ladder = self.settings.escalation_ladder
         for name in [rung.audience for rung in ladder[level - 1 :]] + [ADMINS]:
             people = self.audience(name, item)
@@ -292,8 +356,7 @@ def stale(ctx: Context) -> Iterator[Tell]:
     """No update for TRACKER_STALE_DAYS days, then each TRACKER_STALE_REPEAT_DAYS: one nudge per period."""
     first, repeat = ctx.settings.stale_days, ctx.settings.stale_repeat_days
     for item, facts in ctx.items:
-        zone = ZoneInfo(item.office.timezone)
-        updated_on = local_date(item.updated_at, zone)
+        updated_on = local_date(item.updated_at, item.zone)
         for person, covers, day, office_day in ctx.mornings(item):
             age = (office_day - updated_on).days
             if age < first or not person.notify_stale:
@@ -311,15 +374,12 @@ def escalation(ctx: Context) -> Iterator[Tell]:
         if office_day is None:
             continue  # judged at the office's morning
         days = (office_day - item.deadline).days
-        zone = ZoneInfo(item.office.timezone)
-        last_on = local_date(facts.last_update_at, zone) if facts.last_update_at else None
         for level, rung in enumerate(ctx.settings.escalation_ladder, start=1):
             if days <= rung.days or level in facts.escalated:
                 continue
             people, fell_through = ctx.escalation_audience(item, level)
-            line = Line(
-                item, days, last_on, level=level, rung_days=rung.days, fell_through=fell_through, facts=facts
-            )
+            # The last update (``on``) and the extensions are read for the lines a mail lists.
+            line = Line(item, days, level=level, rung_days=rung.days, fell_through=fell_through, facts=facts)
             for person in people:
                 yield Tell(
                     NotificationKind.ESCALATION, person, ctx.calendar.date_of(person), line, escalation=level
@@ -339,7 +399,7 @@ def review_queue(ctx: Context) -> Iterator[Tell]:
     for reviewer, (day, _moment) in reviewers:
         zone = reviewer.zone
         for item, reported_at in completions:
-            if can(reviewer, Perm.VERIFY_ACTION, item):
+            if ctx.may(reviewer, Perm.VERIFY_ACTION, item):
                 on = local_date(reported_at or item.updated_at, zone)
                 yield Tell(NotificationKind.REVIEW_QUEUE, reviewer, day, Line(item, (day - on).days, on))
         for request in extensions:

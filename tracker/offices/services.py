@@ -7,12 +7,14 @@ through permissions.py, and flush: the request commits. Every write leaves a his
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from flask import abort
-from sqlalchemy.orm import contains_eager, joinedload
+from flask_sqlalchemy.pagination import Pagination
+from sqlalchemy.orm import joinedload
 
 from tracker.actions import workflow
 from tracker.actions.commands import (  # noqa: F401 - the plan's commands, re-exported for the views
@@ -24,7 +26,7 @@ from tracker.actions.commands import (  # noqa: F401 - the plan's commands, re-e
     may_be_assigned,
     may_edit,
 )
-from tracker.actions.queries import overdue_clause
+from tracker.actions.queries import ActionFilters, filtered_actions, overdue_clause
 from tracker.extensions import db
 from tracker.models import (
     ActionItem,
@@ -34,10 +36,10 @@ from tracker.models import (
     Status,
     User,
 )
+from tracker.params import paginate
 from tracker.permissions import Perm, can, office_scope_clause, require
 
 _OPEN = sorted(s.value for s in workflow.OPEN)
-_DONE = [Status.COMPLETED.value, Status.VERIFIED.value]
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -54,42 +56,73 @@ class Counts:
 
 
 @dataclass
+class ActionCounts:
+    """Actions (of a recommendation or an office) by where they stand; ``actions`` counts cancelled too."""
+
+    actions: int = 0
+    open: int = 0
+    #: Open and past the deadline in the office's zone.
+    overdue: int = 0
+    #: Reported completed, awaiting a reviewer's verification.
+    awaiting: int = 0
+    verified: int = 0
+
+    def add(self, status: str, number: int, overdue: int) -> None:
+        """Count ``number`` more actions of ``status``, ``overdue`` of them overdue."""
+        self.actions += number
+        self.overdue += overdue
+        if status in _OPEN:
+            self.open += number
+        elif status == Status.COMPLETED.value:
+            self.awaiting += number
+        elif status == Status.VERIFIED.value:
+            self.verified += number
+
+    def subtract(self, other: ActionCounts) -> None:
+        """Take ``other``'s actions out of these counts."""
+        for name in ("actions", "open", "overdue", "awaiting", "verified"):
+            setattr(self, name, getattr(self, name) - getattr(other, name))
+
+    def summary(self) -> Counts:
+        """Open, overdue and done (completed or verified), as the offices list shows them."""
+        return Counts(open=self.open, overdue=self.overdue, done=self.awaiting + self.verified)
+
+
+@dataclass
 class PlanEntry:
-    """One recommendation in an office's plan: the office's response and its actions."""
+    """One recommendation in an office's plan: the office's response, its counts, maybe its first items."""
 
     recommendation: Recommendation
     response: OfficeResponse | None
-    items: list[ActionItem] = field(default_factory=list)
+    counts: ActionCounts
+    #: The first items (as the Actions list orders them) when this recommendation is shown, else None.
+    items: list[ActionItem] | None = None
 
 
-def office_counts(user: User, now: datetime, only: Office | None = None) -> list[tuple[Office, Counts]]:
-    """The offices the user may see (or just ``only``), by code, each with its counts; one query."""
-    counts = (
-        sa.select(
-            ActionItem.office_id.label("office_id"),
-            sa.func.count().filter(ActionItem.status.in_(_OPEN)).label("open"),
-            sa.func.count().filter(overdue_clause(now)).label("overdue"),
-            sa.func.count().filter(ActionItem.status.in_(_DONE)).label("done"),
-        )
-        .join(ActionItem.office)  # overdue_clause() compares with the date in the office's zone
-        .join(ActionItem.recommendation)
-        # Archived recommendations are left out, as on the dashboard and the plan.
-        .where(Recommendation.archived_at.is_(None), office_scope_clause(user, ActionItem.office_id))
-        .group_by(ActionItem.office_id)
-        .subquery()
+@dataclass
+class PlanPage:
+    """A page of an office's plan: recommendations in use (paginated) and the office's totals."""
+
+    entries: list[PlanEntry]
+    #: The page of recommendations (number, pages, total) for the pager.
+    page: Pagination
+    totals: Counts
+
+
+#: Recommendations per page of an office's plan.
+PLAN_PAGE_SIZE = 20
+#: Items listed under a recommendation that is shown; the rest are in the Actions list.
+ITEMS_SHOWN = 20
+
+
+def office_counts(user: User, now: datetime) -> list[tuple[Office, Counts]]:
+    """The offices the user may see, by code, each with its counts (archived recommendations left
+    out, as on the dashboard and the plan); three small queries."""
+    counts = _counts_in_use(now, ActionItem.office_id, office_scope_clause(user, ActionItem.office_id))
+    offices = db.session.scalars(
+        sa.select(Office).where(office_scope_clause(user, Office.id)).order_by(Office.code)
     )
-    query = (
-        sa.select(Office, counts.c.open, counts.c.overdue, counts.c.done)
-        .outerjoin(counts, counts.c.office_id == Office.id)
-        .where(office_scope_clause(user, Office.id))
-        .order_by(Office.code)
-    )
-    if only is not None:
-        query = query.where(Office.id == only.id)
-    return [
-        (office, Counts(open_ or 0, overdue or 0, done or 0))
-        for office, open_, overdue, done in db.session.execute(query)
-    ]
+    return [(office, counts.get(office.id, ActionCounts()).summary()) for office in offices]
 
 
 def find_office(code: str) -> Office | None:
@@ -108,39 +141,115 @@ def get_office(user: User, code: str) -> Office:
     return office
 
 
-def action_plan(user: User, office: Office) -> list[PlanEntry]:
-    """The office's plan: each recommendation in use, by code, with the response and the actions.
+def _recommendations_in_use() -> sa.Select[tuple[Recommendation]]:
+    """The recommendations an office's plan lists (not archived), in the plan's order."""
+    return (
+        sa.select(Recommendation)
+        .where(Recommendation.archived_at.is_(None))
+        .order_by(Recommendation.code, Recommendation.id)
+    )
 
-    Three queries whatever the size: recommendations, responses, and the actions with their
-    owner, deputy and recommendation loaded in the same statement.
+
+def plan_page(
+    user: User,
+    office: Office,
+    now: datetime,
+    *,
+    page: int = 1,
+    show: int | None = None,
+    per_page: int = PLAN_PAGE_SIZE,
+) -> PlanPage:
+    """A page of the office's plan: recommendations in use by code, each with the office's response
+    and the counts of its actions; the office's totals; the first items of ``show`` if on the page.
+
+    The same statements whatever the number of items: the page of recommendations and its count,
+    the page's counts, the office's totals, the page's responses and (when a recommendation is
+    shown) at most ``ITEMS_SHOWN`` items.
     """
     require(user, Perm.VIEW_OFFICE, office, hide=True)
-    entries = {
-        r.id: PlanEntry(r, None)
+    found = paginate(_recommendations_in_use(), page=page, per_page=per_page)
+    ids = [r.id for r in found.items]
+    counts = _count(
+        now,
+        ActionItem.recommendation_id,
+        ActionItem.office_id == office.id,
+        ActionItem.recommendation_id.in_(ids),
+    )
+    responses = {
+        r.recommendation_id: r
         for r in db.session.scalars(
-            sa.select(Recommendation)
-            .where(Recommendation.archived_at.is_(None))
-            .order_by(Recommendation.code)
+            sa.select(OfficeResponse).where(
+                OfficeResponse.office_id == office.id, OfficeResponse.recommendation_id.in_(ids)
+            )
         )
     }
-    for response in db.session.scalars(
-        sa.select(OfficeResponse).where(OfficeResponse.office_id == office.id)
-    ):
-        if response.recommendation_id in entries:
-            entries[response.recommendation_id].response = response
-    for item in db.session.scalars(
-        sa.select(ActionItem)
-        .join(ActionItem.recommendation)
-        .where(ActionItem.office_id == office.id, Recommendation.archived_at.is_(None))
-        .options(
-            contains_eager(ActionItem.recommendation),
-            joinedload(ActionItem.owner),
-            joinedload(ActionItem.deputy),
+    entries = [PlanEntry(r, responses.get(r.id), counts.get(r.id, ActionCounts())) for r in found.items]
+    for entry in entries:
+        if entry.recommendation.id == show and entry.counts.actions:
+            entry.items = _first_items(user, office, entry.recommendation, now)
+    totals = _counts_in_use(now, ActionItem.office_id, ActionItem.office_id == office.id)
+    return PlanPage(entries, found, totals.get(office.id, ActionCounts()).summary())
+
+
+def plan_page_number(recommendation: Recommendation, per_page: int = PLAN_PAGE_SIZE) -> int:
+    """The page of an office's plan that lists this recommendation (1 if it is archived)."""
+    if recommendation.archived_at is not None:
+        return 1
+    before = db.session.scalar(
+        sa.select(sa.func.count())
+        .select_from(Recommendation)
+        .where(
+            Recommendation.archived_at.is_(None),
+            sa.or_(
+                Recommendation.code < recommendation.code,
+                sa.and_(Recommendation.code == recommendation.code, Recommendation.id < recommendation.id),
+            ),
         )
-        .order_by(ActionItem.deadline, ActionItem.id)
-    ):
-        entries[item.recommendation_id].items.append(item)
-    return list(entries.values())
+    )
+    return (before or 0) // per_page + 1
+
+
+def _count(
+    now: datetime, key: Any, *where: sa.ColumnElement[bool], by_recommendation: bool = False
+) -> dict[int, ActionCounts]:
+    """The actions that pass ``where``, counted per ``key`` (an id column of action_item); one query.
+
+    ``by_recommendation`` groups by recommendation first, so that the (recommendation, office)
+    index serves a filter on a few recommendations (SQLite would otherwise take another).
+    """
+    first = [ActionItem.recommendation_id] if by_recommendation else []
+    rows = db.session.execute(
+        sa.select(key, ActionItem.status, sa.func.count(), sa.func.count().filter(overdue_clause(now)))
+        .where(*where)
+        .group_by(*first, key, ActionItem.status)
+    )
+    found: dict[int, ActionCounts] = {}
+    for value, status, number, overdue in rows:
+        found.setdefault(value, ActionCounts()).add(status, number, overdue)
+    return found
+
+
+def _counts_in_use(now: datetime, key: Any, *where: sa.ColumnElement[bool]) -> dict[int, ActionCounts]:
+    """As :func:`_count`, for recommendations in use only; two grouped queries.
+
+    All the actions by status (read from the (office, status, deadline) index alone), less those
+    of archived recommendations (from the (recommendation, office) index): filtering on each
+    action's recommendation instead would read every row.
+    """
+    found = _count(now, key, *where)
+    archived = sa.select(Recommendation.id).where(Recommendation.archived_at.is_not(None))
+    less = _count(now, key, *where, ActionItem.recommendation_id.in_(archived), by_recommendation=True)
+    for value, counts in less.items():
+        found[value].subtract(counts)
+    return found
+
+
+def _first_items(
+    user: User, office: Office, recommendation: Recommendation, now: datetime
+) -> list[ActionItem]:
+    """The office's first ``ITEMS_SHOWN`` items for the recommendation, in the Actions list's order."""
+    filters = ActionFilters(office_code=office.code, recommendation_code=recommendation.code)
+    return list(db.session.scalars(filtered_actions(user, now, filters).limit(ITEMS_SHOWN)))
 
 
 def assignable_people(office: Office) -> list[User]:
@@ -156,13 +265,7 @@ def assignable_people(office: Office) -> list[User]:
 
 def recommendations_for_plan(current: Recommendation | None = None) -> list[Recommendation]:
     """The recommendations an action may be attached to (those in use), plus ``current`` if archived."""
-    found = list(
-        db.session.scalars(
-            sa.select(Recommendation)
-            .where(Recommendation.archived_at.is_(None))
-            .order_by(Recommendation.code)
-        )
-    )
+    found = list(db.session.scalars(_recommendations_in_use()))
     if current is not None and current.archived_at is not None:
         found.append(current)
     return found

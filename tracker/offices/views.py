@@ -45,17 +45,12 @@ def index() -> ResponseReturnValue:
 @bp.route("/offices/<code>")
 @login_required
 def detail(code: str) -> str:
-    """An office's action plan: each recommendation in use with the response and the actions."""
+    """An office's action plan: a page of recommendations in use, each with the response and the
+    counts of its actions; ?show=<recommendation id> lists the first actions of one of them."""
     now = _now()
     office = services.get_office(current_user, code)
-    [(_office, counts)] = services.office_counts(current_user, now, only=office)
-    return render_template(
-        "offices/detail.html",
-        office=office,
-        counts=counts,
-        plan=services.action_plan(current_user, office),
-        now=now,
-    )
+    plan = services.plan_page(current_user, office, now, page=params.page_arg(), show=params.int_arg("show"))
+    return render_template("offices/detail.html", office=office, plan=plan, counts=plan.totals, now=now)
 
 
 @bp.route("/offices/<code>/actions/new", methods=["GET", "POST"])
@@ -85,7 +80,7 @@ def create_action(code: str) -> ResponseReturnValue:
                 ),
                 "success",
             )
-            return redirect(url_for(".detail", code=office.code, _anchor=f"rec-{item.recommendation_id}"))
+            return redirect(_plan_url(office, item.recommendation))
     if request.method == "POST":
         flash(_("Nothing was saved: see the messages in the form."), "error")
     return render_template(
@@ -207,6 +202,18 @@ def reassign(code: str) -> ResponseReturnValue:
         deputy_errors=deputy_errors,
         no_deputy=reassigning.NO_DEPUTY,
     ), status
+
+
+def _plan_url(office: Office, recommendation: Recommendation) -> str:
+    """The page of the office's plan that lists the recommendation, with its actions shown."""
+    page = services.plan_page_number(recommendation)
+    return url_for(
+        ".detail",
+        code=office.code,
+        page=page if page > 1 else None,
+        show=recommendation.id,
+        _anchor=f"rec-{recommendation.id}-actions",
+    )
 
 
 def _plan_or_refuse(form: ReassignForm, office: Office) -> reassigning.Reassignment | None:

@@ -37,13 +37,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
-from tracker.actions import commands, workflow
+from tracker.actions import commands
 from tracker.extensions import db
-from tracker.labels import status_label
-from tracker.models import ActionItem, Priority, Recommendation, Status, User
+from tracker.models import ActionItem, Priority, Recommendation, User
 from tracker.notifications import account
 from tracker.permissions import Perm, require
 from tracker.recommendations import services as recommendation_services
+from tracker.transfer import bulk
 from tracker.transfer.plan import (
     CREATE,
     KINDS,
@@ -52,6 +52,7 @@ from tracker.transfer.plan import (
     ImportPlan,
     Problem,
     RecommendationChange,
+    no_cycle_collection,
     ordered,
 )
 
@@ -60,18 +61,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: The field a command names in its refusal → the import column it comes from.
-ACTION_FIELD_COLUMNS = {
-    "title": "action_title",
-    "description": "description",
-    "recommendation_id": "recommendation_code",
-    "owner_id": "owner_email",
-    "deputy_id": "deputy_email",
-    "deadline": "deadline",
-    "status": "status",
-    "progress": "progress",
-    "note": "note",
-    "files": "note",
-}
+ACTION_FIELD_COLUMNS = bulk.ACTION_FIELD_COLUMNS
 RECOMMENDATION_FIELD_COLUMNS = {
     "code": "recommendation_code",
     "title": "recommendation_title",
@@ -88,7 +78,7 @@ PLAN_VALUES = (
     ("deputy", "deputy_email"),
     ("deadline", "deadline"),
 )
-MOVE_VALUES = ("status", "progress", "note")
+MOVE_VALUES = bulk.MOVE_VALUES
 
 
 class ImportRefused(Exception):  # noqa: N818 - a refusal, like WorkflowError
@@ -99,18 +89,23 @@ class ImportRefused(Exception):  # noqa: N818 - a refusal, like WorkflowError
         self.plan = plan
 
 
-def rehearse(plan: ImportPlan, actor: User, now: datetime, note: str) -> ImportPlan:
+def rehearse(
+    plan: ImportPlan, actor: User, now: datetime, note: str, *, one_by_one: bool = False
+) -> ImportPlan:
     """Run the plan's rows through the commands in a SAVEPOINT, add what they refuse, roll back.
 
-    Rows that already have problems (and the actions of a recommendation that cannot be created)
-    are left out. Writes nothing: the savepoint is always rolled back, mail included.
+    New actions are checked by the commands' rules without running them (tracker.transfer.bulk),
+    unless ``one_by_one`` asks for create_action and record_update themselves (slower; the same
+    refusals). Rows that already have problems (and the actions of a recommendation that cannot
+    be created) are left out. Writes nothing: the savepoint is always rolled back, mail included.
     """
     if not plan.changes_anything:
         return plan
-    runner = _Runner(plan, actor, now, note)
+    runner = _Runner(plan, actor, now, note, write=False, one_by_one=one_by_one)
     savepoint = db.session.begin_nested()
     try:
-        runner.run()
+        with no_cycle_collection():
+            runner.run()
     except (IntegrityError, StaleDataError):
         log.info("import rehearsal of %s met a concurrent change", plan.filename, exc_info=True)
         runner.problems.append(
@@ -126,21 +121,31 @@ def rehearse(plan: ImportPlan, actor: User, now: datetime, note: str) -> ImportP
     return plan
 
 
-def apply_import(plan: ImportPlan, actor: User, now: datetime, note: str) -> dict[str, int]:
+def apply_import(
+    plan: ImportPlan,
+    actor: User,
+    now: datetime,
+    note: str,
+    *,
+    progress: Callable[[int], None] | None = None,
+    one_by_one: bool = False,
+) -> dict[str, int]:
     """Write a plan without problems through the commands and flush (the caller commits).
 
     Returns the counts by kind. ``note`` starts the note of every history row it writes. A row
     the commands refuse raises :class:`ImportRefused` with the problems added to the plan, after
     rolling back every row; a concurrent change fails the flush (IntegrityError, StaleDataError)
-    and the caller rolls back. Either way nothing is written.
+    and the caller rolls back. Either way nothing is written. ``progress`` hears how many new
+    actions are written, batch by batch; ``one_by_one``: as in :func:`rehearse`.
     """
     if plan.problems:
         raise ValueError("a plan with problems cannot be applied")
     require(actor, Perm.IMPORT_DATA)
-    runner = _Runner(plan, actor, now, note)
+    runner = _Runner(plan, actor, now, note, write=True, progress=progress, one_by_one=one_by_one)
     savepoint = db.session.begin_nested()
     try:
-        runner.run()
+        with no_cycle_collection():
+            runner.run()
     except BaseException:
         savepoint.rollback()
         raise
@@ -155,16 +160,43 @@ def apply_import(plan: ImportPlan, actor: User, now: datetime, note: str) -> dic
     }
 
 
+def summary(counts: dict[str, int]) -> str:
+    """What an import wrote, in one sentence."""
+    return _(
+        "Imported: %(rc)d recommendations created, %(ru)d updated; "
+        "%(ac)d actions created, %(au)d updated. Unchanged: %(rn)d recommendations, %(an)d actions.",
+        rc=counts["recommendations_create"],
+        ru=counts["recommendations_update"],
+        rn=counts["recommendations_unchanged"],
+        ac=counts["actions_create"],
+        au=counts["actions_update"],
+        an=counts["actions_unchanged"],
+    )
+
+
 def _id(user: User | None) -> int | None:
     return user.id if user is not None else None
 
 
 class _Runner:
-    """Runs a plan's rows through the commands, collecting each refusal as a problem."""
+    """Runs a plan's rows through the commands (new actions through :mod:`tracker.transfer.bulk`,
+    by the same rules), collecting each refusal as a problem; writes only with ``write``."""
 
-    def __init__(self, plan: ImportPlan, actor: User, now: datetime, note: str) -> None:
-        self.plan, self.actor, self.now, self.note = plan, actor, now, note
+    def __init__(
+        self,
+        plan: ImportPlan,
+        actor: User,
+        now: datetime,
+        note: str,
+        *,
+        write: bool,
+        progress: Callable[[int], None] | None = None,
+        one_by_one: bool = False,
+    ) -> None:
+        self.plan, self.actor, self.now, self.note, self.write = plan, actor, now, note, write
+        self.one_by_one = one_by_one
         self.problems: list[Problem] = []
+        self.new_actions = bulk.NewActions(actor, now, note, self._refuse, progress)
         #: The row being run (for a failure at flush time).
         self.row: int | None = None
         self.bad_rows = {p.row for p in plan.problems if p.row is not None}
@@ -172,7 +204,8 @@ class _Runner:
         self.assigned: dict[tuple[int, str], tuple[User, list[ActionItem]]] = {}
 
     def run(self) -> None:
-        """Recommendations first (actions refer to them), then actions, in the file's order."""
+        """Recommendations first (actions refer to them), then changed actions in the file's order,
+        then the new ones (checked together; written in batches if nothing was refused)."""
         for change in self.plan.recommendations:
             if change.recommendation is not None:
                 self.recommendations[change.code] = change.recommendation
@@ -182,26 +215,40 @@ class _Runner:
             saved = self._recommendation(change)
             if saved is not None:
                 self.recommendations[change.code] = saved
+        new: list[ActionChange] = []
         for change in self.plan.actions:
             if change.kind == UNCHANGED or change.row in self.bad_rows:
                 continue
             if change.code not in self.recommendations:
                 continue  # its recommendation could not be created: that is the problem shown
             self.row = change.row
-            if change.kind == CREATE:
+            if change.kind != CREATE:
+                self._update(change)
+            elif self.one_by_one:
                 self._create(change)
             else:
-                self._update(change)
+                new.append(change)
+        self.row = None
+        self.new_actions.check(new, self.recommendations)
+        if self.write and not self.problems:
+            self.new_actions.write()
 
     def notify(self) -> None:
         """One mail per new owner or deputy for the whole import (queued; sent after the commit)."""
-        for (_user_id, role), (user, items) in self.assigned.items():
-            account.notify_assignment(items, user, role, self.now)
+        for key, (user, _ids) in self.new_actions.assigned.items():
+            self.assigned.setdefault(key, (user, []))
+        for key, (user, items) in self.assigned.items():
+            # The new actions go by id: the mail counts them and reads back only those it lists.
+            ids = self.new_actions.assigned.get(key, (user, []))[1]
+            account.notify_assignment(items, user, key[1], self.now, ids=ids)
 
     # -- calling the commands --
 
     def _problem(self, column: str | None, message: str) -> None:
         self.problems.append(Problem(self.row, column, message))
+
+    def _refuse(self, row: int, column: str | None, message: str) -> None:
+        self.problems.append(Problem(row, column, message))
 
     def _call(self, columns: dict[str, str], default: str, command: Callable[[], T]) -> T | None:
         """Run one command; a refusal becomes a problem at the column of the field it names."""
@@ -272,12 +319,7 @@ class _Runner:
             return
         self._assign(item.owner, "owner", item)
         self._assign(item.deputy, "deputy", item)
-        wanted = {
-            "status": values["status"] if values["status"] != Status.NOT_STARTED else None,
-            "progress": values["progress"] or None,
-            "note": values["note"],
-        }
-        wanted = {key: value for key, value in wanted.items() if value is not None}
+        wanted = bulk.first_move(values)
         if wanted:
             self._move(item, wanted)
 
@@ -323,17 +365,7 @@ class _Runner:
         asked = [key for key in MOVE_VALUES if key in values]
         if not asked:
             return True
-        # The row's own note, and only that, meets the moves that need one (reopen, send back,
-        # cancel, report a completion): the import's mark is added to it, never given in its place.
-        note, target = values.get("note"), values.get("status", item.status)
-        move = workflow.move_for(item.status, target) if target != item.status else None
-        needs_note = move is not None and (move.needs_note or move.needs_note_or_evidence)
-        request = commands.UpdateRequest(
-            version=item.version,
-            status=values.get("status"),
-            progress=values.get("progress"),
-            note=f"{self.note}: {note}" if note else "" if needs_note else self.note,
-        )
+        request = bulk.move_request(item, values, self.note)
         update = self._call(
             ACTION_FIELD_COLUMNS,
             asked[0],
@@ -341,15 +373,7 @@ class _Runner:
         )
         if update is None:
             return False
-        if "progress" in values and item.progress != values["progress"]:
-            self._problem(
-                "progress",
-                _(
-                    "A “%(status)s” action is at %(num)d %%, not %(asked)d %%.",
-                    status=status_label(item.status),
-                    num=item.progress,
-                    asked=values["progress"],
-                ),
-            )
+        if refused := bulk.progress_refused(item.status, item.progress, values):
+            self._problem("progress", refused)
             return False
         return True

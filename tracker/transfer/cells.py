@@ -41,13 +41,27 @@ MAX_LENGTHS = {
     "action_id": 12,
     "note": 5000,
 }
+#: Columns whose values the rows of a file repeat (each row names its recommendation in full).
+REPEATED = frozenset(
+    {
+        "recommendation_code",
+        "recommendation_title",
+        "recommendation_text",
+        "theme",
+        "source",
+        "office_code",
+        "owner_email",
+        "deputy_email",
+    }
+)
 #: Columns whose text may hold line breaks and tabs.
 MULTILINE = frozenset({"recommendation_text", "description", "note"})
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_STATUSES = ", ".join(s.value for s in Status)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Parsed:
     """One row's values, typed; ``raw`` keeps the text of what is looked up in the database."""
 
@@ -81,6 +95,10 @@ class _RowParser:
     def __init__(self) -> None:
         self.statuses = _choices(STATUS_LABELS)
         self.priorities = _choices(PRIORITY_LABELS)
+        self.shared: dict[str, str] = {}
+        # Translated once, not once per row (a translation costs more than typing a row's cells).
+        self.bad_action_id = _("action_id must be the number of an existing action, or empty.")
+        self.bad_progress = _("Progress is a whole number from 0 to 100.")
 
     def problem(self, parsed: _Parsed | None, column: str | None, message: str) -> None:
         """Record a problem at a row and column."""
@@ -108,6 +126,8 @@ class _RowParser:
         if limit and len(text) > limit:
             self.problem(p, column, _("Longer than %(num)d characters.", num=limit))
             return None
+        if column in REPEATED:  # one copy of a value the rows repeat, not one per row
+            text = self.shared.setdefault(text, text)
         return text or None
 
     def _whole(self, p: _Parsed, column: str, low: int, high: int, message: str) -> int | None:
@@ -193,9 +213,7 @@ class _RowParser:
         values = p.values
         office_code = self._text(p, "office_code")
         values["office_code"] = office_code.upper() if office_code else None
-        values["action_id"] = self._whole(
-            p, "action_id", 1, 2**31 - 1, _("action_id must be the number of an existing action, or empty.")
-        )
+        values["action_id"] = self._whole(p, "action_id", 1, 2**31 - 1, self.bad_action_id)
         values["title"] = self._text(p, "action_title")
         values["description"] = self._text(p, "description")
         for column in ("owner_email", "deputy_email"):
@@ -203,7 +221,7 @@ class _RowParser:
             values[column] = normalise_email(email) if email else None
         values["deadline"] = self._date(p, "deadline")
         values["agreed_deadline"] = self._date(p, "agreed_deadline")
-        statuses = ", ".join(s.value for s in Status)
+        statuses = _STATUSES
         values["status"] = self._choice(
             p,
             "status",
@@ -212,8 +230,6 @@ class _RowParser:
                 "Unknown status %(value)s: use one of %(statuses)s.", value=value, statuses=statuses
             ),
         )
-        values["progress"] = self._whole(
-            p, "progress", 0, 100, _("Progress is a whole number from 0 to 100.")
-        )
+        values["progress"] = self._whole(p, "progress", 0, 100, self.bad_progress)
         values["note"] = self._text(p, "note")
         return p

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import IO, Any
 
 import sqlalchemy as sa
 from flask_babel import gettext as _
 from flask_babel import ngettext
+from sqlalchemy.orm import aliased
 
+from tracker.actions.queries import overdue_clause
 from tracker.dashboard import services as dashboard
 from tracker.extensions import db
 from tracker.labels import status_label
-from tracker.models import ActionItem, Priority, Status
+from tracker.models import ActionItem, Office, Priority, Recommendation, Source, Status, User
+from tracker.transfer import xlsx
 from tracker.transfer.columns import COLUMN_HELP, COLUMNS, EXPORT_EXTRAS
+from tracker.transfer.xlsx import ILLEGAL_CHARACTERS
 
 #: Characters an export puts a ``'`` before (OWASP CSV injection), and ``'`` itself so that an
 #: import can always remove one. The full-width forms too (U+FF1D, U+FF0B, U+FF0D, U+FF20): some
@@ -29,33 +34,73 @@ DANGEROUS_START = ("=", "+", "-", "@", "\t", "\r", "'", "\uff1d", "\uff0b", "\uf
 EXPORT_HEADER: tuple[str, ...] = COLUMNS + EXPORT_EXTRAS
 
 
-def export_rows(query: sa.Select[tuple[ActionItem]], now: datetime) -> Iterator[list[Any]]:
-    """One row per item in EXPORT_HEADER's order, read in batches (yield_per) so that memory stays flat."""
-    for item in db.session.scalars(query.execution_options(yield_per=500)):
-        recommendation, owner, deputy = item.recommendation, item.owner, item.deputy
-        yield [
+def _export_columns(query: sa.Select[tuple[ActionItem]], now: datetime) -> sa.Select[Any]:
+    """The filtered query reduced to the columns an export writes, in EXPORT_HEADER's order.
+
+    Plain columns instead of ORM objects (three times faster: no identity map, no eager-load
+    bookkeeping, six converted datetimes fewer per row). The query keeps its filters, scope and
+    order; the rows it names are joined again under aliases of their own, so this does not
+    depend on which tables the query joins for its filters.
+    """
+    recommendation, source, office = aliased(Recommendation), aliased(Source), aliased(Office)
+    owner, deputy = aliased(User), aliased(User)
+    return (
+        query.with_only_columns(
             recommendation.code,
             recommendation.title,
             recommendation.text,
             recommendation.theme,
             recommendation.priority,
-            recommendation.source.title,
-            item.office.code,
-            item.id,
-            item.title,
-            item.description,
-            owner.email if owner else None,
-            deputy.email if deputy else None,
-            item.deadline,
-            item.agreed_deadline,
-            item.status,
-            item.progress,
-            None,  # the note: for a change made in the file, read by an import
-            item.office.name,
-            owner.name if owner else None,
-            "yes" if item.is_overdue(now) else "no",
-            item.updated_at.astimezone(UTC).isoformat(timespec="seconds"),
-        ]
+            source.title,
+            office.code,
+            ActionItem.id,
+            ActionItem.title,
+            ActionItem.description,
+            owner.email,
+            deputy.email,
+            ActionItem.deadline,
+            ActionItem.agreed_deadline,
+            ActionItem.status,
+            ActionItem.progress,
+            sa.null(),  # the note: for a change made in the file, read by an import
+            office.name,
+            owner.name,
+            overdue_clause(now),
+            ActionItem.updated_at,
+            maintain_column_froms=False,
+        )
+        .join(recommendation, recommendation.id == ActionItem.recommendation_id)
+        .join(source, source.id == recommendation.source_id)
+        .join(office, office.id == ActionItem.office_id)
+        .outerjoin(owner, owner.id == ActionItem.owner_id)
+        .outerjoin(deputy, deputy.id == ActionItem.deputy_id)
+    )
+
+
+#: Where the overdue flag and the update time are in an export row.
+_OVERDUE, _UPDATED = EXPORT_HEADER.index("overdue"), EXPORT_HEADER.index("updated_at")
+
+
+def export_rows(
+    query: sa.Select[tuple[ActionItem]], now: datetime, *, batch: int = 2000
+) -> Iterator[list[Any]]:
+    """One row per item in EXPORT_HEADER's order, read ``batch`` rows at a time (yield_per; a
+    server-side cursor on PostgreSQL), so that memory stays flat however many there are."""
+    statement = _export_columns(query, now).execution_options(yield_per=batch)
+    for values in db.session.execute(statement):
+        row = list(values)
+        row[_OVERDUE] = "yes" if row[_OVERDUE] else "no"
+        row[_UPDATED] = row[_UPDATED].astimezone(UTC).isoformat(timespec="seconds")
+        yield row
+
+
+def count_rows(query: sa.Select[tuple[ActionItem]], *, limit: int | None = None) -> int:
+    """How many items the filtered query returns; with ``limit``, counting stops past it (so a
+    large list costs no more than a small one to tell apart from it)."""
+    ids = query.with_only_columns(ActionItem.id, maintain_column_froms=False).order_by(None)
+    if limit is not None:
+        ids = ids.limit(limit + 1)
+    return db.session.scalar(sa.select(sa.func.count()).select_from(ids.subquery())) or 0
 
 
 def neutralise(text: str) -> str:
@@ -88,12 +133,12 @@ def csv_stream(header: Iterable[str], rows: Iterable[list[Any]]) -> Iterator[str
     yield buffer.getvalue()
 
 
-def _xlsx_cell(value: Any) -> Any:
-    """A value as an XLSX cell takes it: text neutralised and without the characters XML forbids."""
-    if isinstance(value, str):
-        from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-
-        return neutralise(ILLEGAL_CHARACTERS_RE.sub("", value))
+def _xlsx_text(value: str) -> str:
+    """Text as an XLSX cell takes it: without the characters XML forbids, neutralised, and line
+    ends as XML reads them (a line feed)."""
+    value = neutralise(ILLEGAL_CHARACTERS.sub("", value))
+    if "\r" in value:
+        value = value.replace("\r\n", "\n").replace("\r", "\n")
     return value
 
 
@@ -107,27 +152,44 @@ class Sheet:
     widths: list[int] = field(default_factory=list)
 
 
-def write_workbook(sheets: list[Sheet]) -> tuple[io.BytesIO, int]:
-    """Write sheets row by row and return the XLSX file, in memory, with its size.
+def xlsx_stream(sheets: list[Sheet]) -> Iterator[bytes]:
+    """The sheets as an XLSX workbook, in pieces made while the rows are read (constant memory).
 
-    openpyxl's write-only mode streams each sheet's rows into a temporary file of its own as they
-    come (memory stays flat however many rows); only the finished, compressed workbook (a few MB
-    for tens of thousands of actions) is held in memory, and send_file streams it out.
+    tracker.transfer.xlsx writes each row into the zipped sheet as it comes. Text cells are always
+    text (never formulas), without the characters XML forbids, and neutralised as in the CSV.
     """
-    from openpyxl import Workbook
-    from openpyxl.utils import get_column_letter
+    return xlsx.stream(
+        [
+            Sheet(_sheet_title(sheet.title), sheet.header, _xlsx_rows(sheet.rows), sheet.widths)
+            for sheet in sheets
+        ]
+    )
 
-    workbook = Workbook(write_only=True)
-    for sheet in sheets:
-        worksheet = workbook.create_sheet(title=sheet.title[:31])
-        for i, width in enumerate(sheet.widths, start=1):
-            worksheet.column_dimensions[get_column_letter(i)].width = width
-        worksheet.freeze_panes = "A2"
-        worksheet.append([_xlsx_cell(h) for h in sheet.header])
-        for row in sheet.rows:
-            worksheet.append([_xlsx_cell(v) for v in row])
+
+def write_xlsx(out: IO[bytes], sheets: list[Sheet]) -> None:
+    """Write the sheets (xlsx_stream) into the binary file ``out``."""
+    for data in xlsx_stream(sheets):
+        out.write(data)
+
+
+def _sheet_title(title: str) -> str:
+    """A worksheet name Excel accepts: ≤ 31 characters, none of []:*?/\\."""
+    return re.sub(r"[\[\]:*?/\\]", " ", title)[:31].strip("'") or "Sheet"
+
+
+def _xlsx_rows(rows: Iterable[list[Any]]) -> Iterator[list[Any]]:
+    """Rows with their text neutralised (and a carriage return read as XML reads it: a line feed)."""
+    for row in rows:
+        yield [_xlsx_text(v) if type(v) is str else v for v in row]
+
+
+def write_workbook(sheets: list[Sheet]) -> tuple[io.BytesIO, int]:
+    """A small workbook (the import template, the dashboard's matrix) in memory, and its size.
+
+    The action list, which grows with the data, is streamed instead (xlsx_stream).
+    """
     out = io.BytesIO()
-    workbook.save(out)
+    write_xlsx(out, sheets)
     size = out.tell()
     out.seek(0)
     return out, size

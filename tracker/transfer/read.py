@@ -1,8 +1,11 @@
 """Reading an uploaded CSV or XLSX file into a Table: its real type, size, encoding, header and rows.
 
-This is the first step of an import (see :mod:`tracker.transfer.plan`): :func:`read_table` checks the
-file's real type (by its first bytes, not its name), its size and its number of rows, decodes it and
-returns its rows keyed by column name (:mod:`tracker.transfer.columns`).
+This is the first step of an import (see :mod:`tracker.transfer.plan`): :func:`open_table` checks the
+file's real type (by its first bytes, not its name), its size and its encoding, reads its header and
+returns its rows keyed by column name (:mod:`tracker.transfer.columns`) one at a time, as they are
+read from the file: a CSV file is decoded as it is read, an XLSX file through openpyxl's read-only
+mode, so that a file of 200,000 rows is never held in memory whole (its rows are, once typed, by
+the planner). :func:`read_table` reads every row at once, for small files.
 
 A CSV cell that starts with ``=`` is a formula and is refused, never evaluated; so is a formula cell of an
 XLSX file (text cells of an XLSX file are text, whatever they start with). One leading ``'`` is removed
@@ -20,10 +23,10 @@ import logging
 import re
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import IO, Any
 
 from flask import current_app
 from flask_babel import force_locale, ngettext
@@ -41,6 +44,8 @@ _ZIP = b"PK\x03\x04"
 _OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 #: A workbook may expand to this many times the upload limit (a "zip bomb" expands far more).
 _XLSX_EXPANSION = 20
+#: Bytes read at a time when a CSV file's encoding is checked.
+_BLOCK = 1 << 20
 
 
 class ImportFileError(ValueError):
@@ -59,7 +64,7 @@ class Formula:
     text: str
 
 
-@dataclass
+@dataclass(slots=True)
 class Row:
     """One row of data: its number as a spreadsheet shows it (the header is row 1), and its cells."""
 
@@ -69,12 +74,16 @@ class Row:
 
 @dataclass
 class Table:
-    """A file read and checked: the known columns it has, its rows, and warnings about it."""
+    """A file read and checked: the known columns it has, its rows, and warnings about it.
+
+    ``rows`` is a list (:func:`read_table`) or an iterator over the file, read once
+    (:func:`open_table`); iterating it may raise ImportFileError (too many rows, a damaged file).
+    """
 
     filename: str
     kind: str
     columns: list[str]
-    rows: list[Row]
+    rows: Iterable[Row]
     warnings: list[str] = field(default_factory=list)
 
 
@@ -84,10 +93,22 @@ def clean_filename(name: str | None) -> str:
     return _CONTROL_OR_BREAK.sub("", base).strip()[:200] or "upload"
 
 
-def read_table(data: bytes, filename: str, *, max_bytes: int, max_rows: int) -> Table:
-    """Check and read an uploaded CSV or XLSX file; raise ImportFileError when it cannot be used."""
+def read_table(source: bytes | IO[bytes], filename: str, *, max_bytes: int, max_rows: int) -> Table:
+    """Check and read a whole CSV or XLSX file (every row in a list); raise ImportFileError when it
+    cannot be used."""
+    table = open_table(source, filename, max_bytes=max_bytes, max_rows=max_rows)
+    table.rows = list(table.rows)
+    return table
+
+
+def open_table(source: bytes | IO[bytes], filename: str, *, max_bytes: int, max_rows: int) -> Table:
+    """Check a CSV or XLSX file (``source``: its bytes, or a seekable binary file) and read its header;
+    its rows are read from the file as ``table.rows`` is iterated, once. Raises ImportFileError when
+    the file cannot be used (now, or while its rows are read: too many, damaged)."""
     name = clean_filename(filename)
-    if len(data) > max_bytes:
+    file = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
+    file.seek(0, io.SEEK_END)
+    if file.tell() > max_bytes:
         raise ImportFileError(
             _(
                 "%(name)s is larger than %(size)s: split it into smaller files.",
@@ -96,12 +117,42 @@ def read_table(data: bytes, filename: str, *, max_bytes: int, max_rows: int) -> 
             ),
             413,
         )
-    if not data.strip(b" \t\r\n\xef\xbb\xbf"):
+    file.seek(0)
+    if _blank_file(file):
         raise ImportFileError(_("%(name)s is empty.", name=name))
-    kind = _kind_of(data, name, max_bytes)
-    rows = _xlsx_rows(data, name) if kind == "xlsx" else _csv_rows(_decode(data, name))
+    file.seek(0)
+    kind = _kind_of(file.read(8), name, file, max_bytes)
+    raw = _xlsx_rows(file, name) if kind == "xlsx" else _csv_rows(file, name)
+    table = Table(filename=name, kind=kind, columns=[], rows=[])
+    rows = _guarded(_tabulate(raw, table, max_rows), raw, name)
+    next(rows)  # reads the header (or raises): the table's columns and warnings are known
+    table.rows = rows
+    return table
+
+
+def count_rows(table: Table, most: int) -> int:
+    """Read ``table``'s rows (from :func:`open_table`) until more than ``most``; how many were read.
+
+    Checks the file as far as it reads it (ImportFileError); closes the reader either way.
+    """
+    rows = iter(table.rows)
+    count = 0
     try:
-        return _tabulate(rows, name, kind, max_rows)
+        for _row in rows:
+            count += 1
+            if count > most:
+                break
+    finally:
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
+    return count
+
+
+def _guarded(rows: Iterator[Row | None], raw: Iterator[list[Any]], name: str) -> Iterator[Row | None]:
+    """``rows``, with what a damaged file raises turned into ImportFileError; closes the file's reader."""
+    try:
+        yield from rows
     except ImportFileError:
         raise
     except csv.Error as exc:
@@ -112,20 +163,28 @@ def read_table(data: bytes, filename: str, *, max_bytes: int, max_rows: int) -> 
         log.info("unreadable import file %s", name, exc_info=True)
         raise ImportFileError(_("%(name)s could not be read as an Excel workbook.", name=name)) from None
     finally:
-        rows.close()
+        raw.close()
+
+
+def _blank_file(file: IO[bytes]) -> bool:
+    """True if the file holds nothing but spaces, line breaks and a byte order mark."""
+    while block := file.read(_BLOCK):
+        if block.strip(b" \t\r\n\xef\xbb\xbf"):
+            return False
+    return True
 
 
 def _mb(size: int) -> str:
     return f"{size / 2**20:g} MB"
 
 
-def _kind_of(data: bytes, name: str, max_bytes: int) -> str:
-    """'csv' or 'xlsx', from the name and the first bytes, which must agree."""
+def _kind_of(data: bytes, name: str, file: IO[bytes], max_bytes: int) -> str:
+    """'csv' or 'xlsx', from the name and the first bytes (``data``), which must agree."""
     extension = name.rsplit(".", 1)[-1].lower() if "." in name else ""
     if extension == "xlsx":
         if not data.startswith(_ZIP):
             raise ImportFileError(_("%(name)s is not an Excel workbook (.xlsx).", name=name))
-        _check_workbook(data, name, max_bytes)
+        _check_workbook(file, name, max_bytes)
         return "xlsx"
     if extension in ("csv", "txt", "tsv"):
         if data.startswith((_ZIP, _OLE)):
@@ -141,10 +200,11 @@ def _kind_of(data: bytes, name: str, max_bytes: int) -> str:
     raise ImportFileError(_("%(name)s: upload a .csv or .xlsx file.", name=name))
 
 
-def _check_workbook(data: bytes, name: str, max_bytes: int) -> None:
+def _check_workbook(file: IO[bytes], name: str, max_bytes: int) -> None:
     """A real XLSX: a ZIP archive holding xl/workbook.xml that does not expand out of proportion."""
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        file.seek(0)
+        with zipfile.ZipFile(file) as archive:
             infos = archive.infolist()
     except (zipfile.BadZipFile, ValueError, OSError):
         raise ImportFileError(_("%(name)s is not an Excel workbook (.xlsx).", name=name)) from None
@@ -161,31 +221,51 @@ def _check_workbook(data: bytes, name: str, max_bytes: int) -> None:
         )
 
 
-def _decode(data: bytes, name: str) -> str:
-    """The text of a CSV file: UTF-8 (with or without a BOM), UTF-16 with a BOM, else Windows-1252/Latin-1."""
+def _encoding(file: IO[bytes], name: str) -> str:
+    """The encoding of a CSV file: UTF-8 (with or without a BOM), UTF-16 with a BOM, else
+    Windows-1252/Latin-1: the first that decodes the whole file, read a block at a time."""
+    file.seek(0)
+    head = file.read(4)
+    if head.startswith(codecs.BOM_UTF8):
+        candidates = ["utf-8-sig"]
+    elif head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        candidates = ["utf-16"]
+    else:
+        candidates = ["utf-8", "cp1252", "latin-1"]
+    for encoding in candidates:
+        decoded = _decodes(file, encoding)
+        if decoded is None:
+            continue
+        if decoded:
+            raise ImportFileError(_("%(name)s is not a text (CSV) file.", name=name))
+        return encoding
+    raise ImportFileError(_("%(name)s is not a text (CSV) file.", name=name))
+
+
+def _decodes(file: IO[bytes], encoding: str) -> bool | None:
+    """None if the file does not decode; else whether its text holds bytes no text file holds."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    binary = False
+    file.seek(0)
     try:
-        if data.startswith(codecs.BOM_UTF8):
-            text = data[len(codecs.BOM_UTF8) :].decode("utf-8")
-        elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-            text = data.decode("utf-16")
-        else:
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError:
-                try:
-                    text = data.decode("cp1252")
-                except UnicodeDecodeError:
-                    text = data.decode("latin-1")
+        while True:
+            block = file.read(_BLOCK)
+            text = decoder.decode(block, final=not block)
+            binary = binary or bool(_BINARY.search(text))
+            if not block:
+                return binary
     except UnicodeDecodeError:
-        raise ImportFileError(_("%(name)s is not a text (CSV) file.", name=name)) from None
-    if _BINARY.search(text):
-        raise ImportFileError(_("%(name)s is not a text (CSV) file.", name=name))
-    return text
+        return None
 
 
-def _delimiter(text: str) -> str:
+def _text(file: IO[bytes], encoding: str) -> io.TextIOWrapper:
+    """The file as text from its start (detach it after use: closing it would close the file)."""
+    file.seek(0)
+    return io.TextIOWrapper(file, encoding=encoding, newline="")
+
+
+def _delimiter(first: str) -> str:
     """The delimiter (comma, semicolon or tab) that splits the first line into the most known columns."""
-    first = next((line for line in text.splitlines() if line.strip()), "")
     best, best_score = ",", (-1, -1)
     for candidate in (",", ";", "\t"):
         cells = next(csv.reader([first], delimiter=candidate), [])
@@ -196,27 +276,45 @@ def _delimiter(text: str) -> str:
     return best
 
 
-def _csv_rows(text: str) -> Iterator[list[Any]]:
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text))
-    for cells in reader:
-        yield [_formula_or_text(c) for c in cells]
+def _first_line(file: IO[bytes], encoding: str) -> str:
+    text = _text(file, encoding)
+    try:
+        for line in text:
+            if line.strip():
+                return line.rstrip("\r\n")
+        return ""
+    finally:
+        text.detach()
+
+
+def _csv_rows(file: IO[bytes], name: str) -> Iterator[list[Any]]:
+    """The rows of a CSV file, decoded as they are read; cells as text, or Formula."""
+    encoding = _encoding(file, name)
+    delimiter = _delimiter(_first_line(file, encoding))
+    text = _text(file, encoding)
+    try:
+        for cells in csv.reader(text, delimiter=delimiter):
+            yield [_formula_or_text(c) for c in cells]
+    finally:
+        text.detach()
 
 
 def _formula_or_text(value: str) -> Any:
     """A CSV cell: a formula if it starts with '=', else its text."""
-    if value.lstrip().startswith("="):
+    if "=" in value and value.lstrip().startswith("="):
         return Formula(value)
     return value
 
 
-def _xlsx_rows(data: bytes, name: str) -> Iterator[list[Any]]:
-    """The rows of the first worksheet, cells as values; formula cells as Formula."""
+def _xlsx_rows(file: IO[bytes], name: str) -> Iterator[list[Any]]:
+    """The rows of the first worksheet, read as they come (read-only mode); formula cells as Formula."""
     from openpyxl import load_workbook  # imported here: only imports need it
 
     with warnings.catch_warnings():  # openpyxl warns about features it skips; they do not matter here
         warnings.simplefilter("ignore")
         try:
-            workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=False)
+            file.seek(0)
+            workbook = load_workbook(file, read_only=True, data_only=False)
         except Exception:
             log.info("unreadable workbook %s", name, exc_info=True)
             raise ImportFileError(_("%(name)s could not be read as an Excel workbook.", name=name)) from None
@@ -262,17 +360,19 @@ def _blank(cells: list[Any]) -> bool:
     return all(c is None or (isinstance(c, str) and not c.strip()) for c in cells)
 
 
-def _tabulate(raw_rows: Iterator[list[Any]], name: str, kind: str, max_rows: int) -> Table:
-    """Turn raw rows into a Table: the first non-blank row names the columns."""
+def _tabulate(raw_rows: Iterator[list[Any]], table: Table, max_rows: int) -> Iterator[Row | None]:
+    """The rows of data, after a None once the first non-blank row has named the columns."""
+    name = table.filename
     index: dict[str, int] | None = None
-    table = Table(filename=name, kind=kind, columns=[], rows=[])
+    count = 0
     for number, cells in enumerate(raw_rows, start=1):
         if _blank(cells):
             continue
         if index is None:
             index = _read_header(cells, table)
+            yield None
             continue
-        if len(table.rows) >= max_rows:
+        if count >= max_rows:
             raise ImportFileError(
                 _(
                     "%(name)s has more than %(num)s rows: split it into smaller files.",
@@ -281,13 +381,14 @@ def _tabulate(raw_rows: Iterator[list[Any]], name: str, kind: str, max_rows: int
                 ),
                 413,
             )
-        values = {column: _cell(cells[i]) if i < len(cells) else None for column, i in index.items()}
-        table.rows.append(Row(number, values))
+        count += 1
+        yield Row(
+            number, {column: _cell(cells[i]) if i < len(cells) else None for column, i in index.items()}
+        )
     if index is None:
         raise ImportFileError(_("%(name)s is empty.", name=name))
-    if not table.rows:
+    if not count:
         raise ImportFileError(_("%(name)s has column names but no rows to import.", name=name))
-    return table
 
 
 def _read_header(cells: list[Any], table: Table) -> dict[str, int]:

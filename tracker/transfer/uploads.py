@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import IO
 
 from flask import current_app
 
@@ -26,7 +28,16 @@ class StoredUpload:
     filename: str
     user_id: int
     created_at: datetime
-    data: bytes
+    path: Path
+
+    def open(self) -> IO[bytes]:
+        """The file, to read (close it after use)."""
+        return self.path.open("rb")
+
+    @property
+    def size(self) -> int:
+        """Its size in bytes."""
+        return self.path.stat().st_size
 
 
 def import_dir() -> Path:
@@ -35,13 +46,18 @@ def import_dir() -> Path:
     return Path(configured) if configured else Path(current_app.config["TRACKER_UPLOAD_DIR"]) / "imports"
 
 
-def store_upload(data: bytes, filename: str, user_id: int, now: datetime) -> str:
-    """Keep an uploaded file under a random name for its owner; returns the token naming it."""
+def store_upload(data: bytes | IO[bytes], filename: str, user_id: int, now: datetime, limit: int = -1) -> str:
+    """Keep an uploaded file (its bytes, or a stream copied a block at a time, at most ``limit``
+    bytes) under a random name for its owner; returns the token naming it."""
     folder = import_dir()
     folder.mkdir(parents=True, exist_ok=True)
     sweep_uploads(now)
     token = secrets.token_urlsafe(24)
-    (folder / f"{token}.data").write_bytes(data)
+    with (folder / f"{token}.data").open("wb") as out:
+        if isinstance(data, bytes):
+            out.write(data)
+        else:
+            _copy(data, out, limit)
     meta = {"filename": clean_filename(filename), "user_id": user_id, "created_at": now.isoformat()}
     (folder / f"{token}.json").write_text(json.dumps(meta), encoding="utf-8")
     return token
@@ -57,10 +73,22 @@ def load_upload(token: str, user_id: int, now: datetime) -> StoredUpload | None:
         created_at = datetime.fromisoformat(meta["created_at"])
         if meta["user_id"] != user_id or now - created_at > UPLOAD_MAX_AGE:
             return None
-        data = (folder / f"{token}.data").read_bytes()
+        path = folder / f"{token}.data"
+        if not path.is_file():
+            return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return StoredUpload(token, str(meta["filename"]), user_id, created_at, data)
+    return StoredUpload(token, str(meta["filename"]), user_id, created_at, path)
+
+
+def _copy(source: IO[bytes], out: IO[bytes], limit: int) -> None:
+    """Copy ``source`` into ``out`` a block at a time; at most ``limit`` bytes (all if negative)."""
+    if limit < 0:
+        shutil.copyfileobj(source, out)
+        return
+    while limit > 0 and (block := source.read(min(limit, 1 << 20))):
+        out.write(block)
+        limit -= len(block)
 
 
 def discard_upload(token: str) -> None:

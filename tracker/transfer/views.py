@@ -3,9 +3,9 @@ printable reports of the programme and of each office."""
 
 from __future__ import annotations
 
-import io
 import logging
 from datetime import UTC, datetime
+from typing import IO
 
 from flask import (
     Blueprint,
@@ -27,13 +27,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
 from tracker.actions import queries
-from tracker.actions.queries import overdue_clause
 from tracker.dashboard import services as dashboard
 from tracker.dashboard.views import parse_filters
 from tracker.extensions import db
 from tracker.permissions import Perm, require
-from tracker.transfer import apply, columns, export, read, uploads
-from tracker.transfer.forms import ConfirmForm, UploadForm
+from tracker.transfer import apply, columns, export, export_jobs, import_jobs, read, uploads
+from tracker.transfer.forms import UploadForm
 from tracker.transfer.plan import ImportPlan, plan_import
 
 log = logging.getLogger(__name__)
@@ -60,7 +59,8 @@ def _limits() -> tuple[int, int]:
 @bp.route("/import", methods=["GET", "POST"])
 @login_required
 def upload() -> ResponseReturnValue:
-    """The upload form (admins and reviewers); a readable file is kept and its preview shown."""
+    """The upload form (admins and reviewers); a readable file is kept and its preview shown (a
+    large one is previewed in the background)."""
     require(current_user, Perm.IMPORT_DATA)
     form = UploadForm()
     max_bytes, max_rows = _limits()
@@ -69,14 +69,23 @@ def upload() -> ResponseReturnValue:
         if form.validate_on_submit():
             upload = form.file.data
             name = read.clean_filename(upload.filename)
-            data = upload.stream.read(max_bytes + 1)  # never more than the limit, whatever was sent
+            now = _now()
+            # Copied to disk a block at a time, never more than the limit, whatever was sent.
+            token = uploads.store_upload(upload.stream, name, current_user.id, now, limit=max_bytes + 1)
+            stored = uploads.load_upload(token, current_user.id, now)
+            inline = current_app.config["TRACKER_IMPORT_INLINE_ROWS"]
             try:
-                read.read_table(data, name, max_bytes=max_bytes, max_rows=max_rows)
+                rows = _first_rows(stored, inline) if stored is not None else 0
             except read.ImportFileError as exc:
+                uploads.discard_upload(token)
                 form.file.errors = [*form.file.errors, exc.message]
                 status = exc.status
             else:
-                token = uploads.store_upload(data, name, current_user.id, _now())
+                if stored is not None and rows > inline:
+                    job = import_jobs.start_preview(current_user, stored, now)
+                    db.session.commit()
+                    uploads.discard_upload(token)
+                    return redirect(url_for(".job", job_id=job.id), 303)
                 return redirect(url_for(".preview", token=token), 303)
         else:
             status = 422
@@ -88,9 +97,18 @@ def upload() -> ResponseReturnValue:
             extras=columns.EXPORT_EXTRAS,
             max_size=f"{max_bytes / 2**20:g} MB",
             max_rows=max_rows,
+            inline_rows=current_app.config["TRACKER_IMPORT_INLINE_ROWS"],
         ),
         status,
     )
+
+
+def _first_rows(stored: uploads.StoredUpload, most: int) -> int:
+    """Check a stored file as far as its first ``most`` + 1 rows; how many rows it has, up to that."""
+    max_bytes, max_rows = _limits()
+    with stored.open() as file:
+        table = read.open_table(file, stored.filename, max_bytes=max_bytes, max_rows=max_rows)
+        return read.count_rows(table, most)
 
 
 @bp.route("/import/<token>", methods=["GET", "POST"])
@@ -103,8 +121,9 @@ def preview(token: str) -> ResponseReturnValue:
     if stored is None:
         abort(404)
     note = _("Imported from %(name)s", name=stored.filename)
-    # The preview runs every row through the commands and rolls them back; the confirmation
-    # runs them once and keeps the writes only if none is refused.
+    # The preview checks every row by the commands' rules (what is not a new action runs through
+    # them, rolled back); the confirmation checks them again and keeps the writes only if none is
+    # refused.
     plan = _plan(stored, now, rehearse=request.method == "GET")
     if plan is None:
         return redirect(url_for(".upload"), 303)
@@ -139,14 +158,14 @@ def preview(token: str) -> ResponseReturnValue:
                 status = 409
             else:
                 uploads.discard_upload(token)
-                flash(_summary(counts), "success")
+                flash(apply.summary(counts), "success")
                 return redirect(url_for(".upload"), 303)
     return (
         render_template(
             "transfer/preview.html",
             plan=plan,
-            stored=stored,
-            form=ConfirmForm(),
+            filename=stored.filename,
+            cancel_url=url_for(".cancel", token=stored.token),
             error=error,
             shown=PREVIEW_ROWS,
         ),
@@ -166,36 +185,59 @@ def cancel(token: str) -> ResponseReturnValue:
     return redirect(url_for(".upload"), 303)
 
 
+@bp.route("/import/jobs/<int:job_id>", methods=["GET", "POST"])
+@login_required
+def job(job_id: int) -> ResponseReturnValue:
+    """A large import in the background: its progress, then its preview (POST confirms it: the
+    apply is a second job), then what it wrote."""
+    require(current_user, Perm.IMPORT_DATA)
+    found = import_jobs.job_of(current_user, job_id)
+    if found is None:
+        abort(404)
+    if request.method == "POST":
+        applying = import_jobs.confirm(current_user, found, _now())
+        if applying is None:
+            abort(409)
+        db.session.commit()
+        return redirect(url_for(".job", job_id=applying.id), 303)
+    view = import_jobs.JobView(found)
+    if view.plan is not None and view.applying is None:  # the preview, or what refused the apply
+        return render_template(
+            "transfer/preview.html",
+            plan=view.plan,
+            filename=view.filename,
+            cancel_url=None,
+            error=found.message if view.refused else None,
+            shown=PREVIEW_ROWS,
+        )
+    return render_template("transfer/job.html", view=view, job_page=_job_page(found.id))
+
+
+def _job_page(job_id: int) -> str | None:
+    """The jobs page of this job, if the jobs feature is served."""
+    if "jobs.show" not in current_app.view_functions:
+        return None
+    return url_for("jobs.show", job_id=job_id)
+
+
 def _plan(stored: uploads.StoredUpload, now: datetime, *, rehearse: bool = True) -> ImportPlan | None:
     """Read and plan a stored file again; None (with a message) if it can no longer be read.
 
-    With ``rehearse``, the rows also go through the commands (rolled back), and what they refuse
-    is listed with the other problems.
+    With ``rehearse``, the rows are also checked by the commands' rules (rolled back), and what
+    they refuse is listed with the other problems.
     """
     max_bytes, max_rows = _limits()
     try:
-        table = read.read_table(stored.data, stored.filename, max_bytes=max_bytes, max_rows=max_rows)
+        with stored.open() as file:
+            table = read.open_table(file, stored.filename, max_bytes=max_bytes, max_rows=max_rows)
+            plan = plan_import(table)
     except read.ImportFileError as exc:
         uploads.discard_upload(stored.token)
         flash(exc.message, "error")
         return None
-    plan = plan_import(table)
     if rehearse:
         apply.rehearse(plan, current_user, now, _("Imported from %(name)s", name=stored.filename))
     return plan
-
-
-def _summary(counts: dict[str, int]) -> str:
-    return _(
-        "Imported: %(rc)d recommendations created, %(ru)d updated; "
-        "%(ac)d actions created, %(au)d updated. Unchanged: %(rn)d recommendations, %(an)d actions.",
-        rc=counts["recommendations_create"],
-        ru=counts["recommendations_update"],
-        rn=counts["recommendations_unchanged"],
-        ac=counts["actions_create"],
-        au=counts["actions_update"],
-        an=counts["actions_unchanged"],
-    )
 
 
 @bp.route("/import/template.csv")
@@ -240,35 +282,51 @@ def _action_filters() -> queries.ActionFilters | Response:
         )
 
 
-@bp.route("/export/actions.csv")
-@login_required
-def export_actions_csv() -> Response:
-    """The actions the user may see, under the home list's filters, as CSV streamed row by row."""
+def _export_actions(fmt: str) -> ResponseReturnValue:
+    """The actions the user may see, under the home list's filters: streamed when they are few
+    enough for a request (TRACKER_EXPORT_INLINE_ROWS_CSV / _XLSX), else prepared in the
+    background, the person sent to the job's page."""
     now = _now()
     filters = _action_filters()
     if isinstance(filters, Response):
         return filters
-    rows = export.export_rows(queries.filtered_actions(current_user, now, filters), now)
-    response = Response(
-        stream_with_context(export.csv_stream(columns.column_labels(export.EXPORT_HEADER), rows)),
-        mimetype="text/csv",
-    )
-    return _attachment(response, f"actions-{now:%Y%m%d}.csv")
+    query = queries.filtered_actions(current_user, now, filters)
+    inline = current_app.config[f"TRACKER_EXPORT_INLINE_ROWS_{fmt.upper()}"]
+    count = export.count_rows(query, limit=inline)
+    if count > inline:
+        job = export_jobs.queue_export(
+            current_user, fmt, request.args.to_dict(), now, export.count_rows(query)
+        )
+        db.session.commit()
+        flash(
+            _("This export is large: it is being prepared, and you will get an email when it is ready."),
+            "info",
+        )
+        return redirect(url_for("jobs.show", job_id=job.id), 303)
+    rows = export.export_rows(query, now)
+    header = columns.column_labels(export.EXPORT_HEADER)
+    name = export_jobs.file_name(fmt, now)
+    if fmt == "csv":
+        body = export.csv_stream(header, rows)
+        response = Response(stream_with_context(body), mimetype="text/csv")
+    else:
+        body = export.xlsx_stream([export.Sheet(_("Actions"), header, rows, export.EXPORT_WIDTHS)])
+        response = Response(stream_with_context(body), mimetype=XLSX_MIMETYPE)
+    return _attachment(response, name)
+
+
+@bp.route("/export/actions.csv")
+@login_required
+def export_actions_csv() -> ResponseReturnValue:
+    """The actions the user may see, under the home list's filters, as CSV streamed row by row."""
+    return _export_actions("csv")
 
 
 @bp.route("/export/actions.xlsx")
 @login_required
-def export_actions_xlsx() -> Response:
+def export_actions_xlsx() -> ResponseReturnValue:
     """The actions the user may see, under the home list's filters, as an XLSX workbook."""
-    now = _now()
-    filters = _action_filters()
-    if isinstance(filters, Response):
-        return filters
-    rows = export.export_rows(queries.filtered_actions(current_user, now, filters), now)
-    out, size = export.write_workbook(
-        [export.Sheet(_("Actions"), columns.column_labels(export.EXPORT_HEADER), rows, export.EXPORT_WIDTHS)]
-    )
-    return _send_workbook(out, size, f"actions-{now:%Y%m%d}.xlsx")
+    return _export_actions("xlsx")
 
 
 @bp.route("/export/matrix.xlsx")
@@ -279,9 +337,7 @@ def export_matrix() -> Response:
     now = _now()
     choices = dashboard.filter_choices(current_user)
     filters, _dropped = parse_filters(request.args, choices)
-    overdue = overdue_clause(now)
-    progress = dashboard.office_progress(current_user, filters, choices.offices, overdue)
-    matrix = dashboard.matrix(current_user, filters, progress, overdue)
+    matrix = dashboard.build_dashboard(current_user, now, filters).matrix  # cached with the dashboard
     out, size = export.write_workbook([export.matrix_sheet(matrix)])
     return _send_workbook(out, size, f"matrix-{now:%Y%m%d}.xlsx")
 
@@ -293,7 +349,7 @@ def _attachment(response: Response, name: str) -> Response:
     return response
 
 
-def _send_workbook(out: io.BytesIO, size: int, name: str) -> Response:
+def _send_workbook(out: IO[bytes], size: int, name: str) -> Response:
     response = send_file(out, mimetype=XLSX_MIMETYPE, as_attachment=True, download_name=name, max_age=0)
     response.content_length = size
     return _attachment(response, name)
