@@ -177,9 +177,14 @@ def _deadline_served_by_an_index(statement: str, parameters: object) -> bool:
         for child in node.get("Plans", []):
             yield from nodes(child)
 
+    def on_action_item(node: dict) -> bool:
+        # A bitmap index scan names its index only (its heap scan above it names the table).
+        return node.get("Relation Name") == "action_item" or node.get("Index Name", "").startswith(
+            "ix_action_item_"
+        )
+
     return any(
-        node.get("Relation Name") == "action_item" and "deadline <" in node.get("Index Cond", "")
-        for node in nodes(plan[0]["Plan"])
+        on_action_item(node) and "deadline <" in node.get("Index Cond", "") for node in nodes(plan[0]["Plan"])
     )
 
 

@@ -89,7 +89,7 @@ def _office_zones() -> list[tuple[int, str]]:
 
 
 def _by_office_day(
-    now: datetime,
+    days: dict[date, list[int]],
     term: Callable[[date], sa.ColumnElement[bool]],
     bound: Callable[[date, date], sa.ColumnElement[bool]],
 ) -> sa.ColumnElement[bool]:
@@ -99,23 +99,26 @@ def _by_office_day(
     deadline that holds for every office (an index seeks it), AND one ``office_id IN (…) AND
     term(day)`` per date.
     """
-    days = office_days(now)
-    if len(days) <= 1:
-        return term(next(iter(days), now.date()))  # no office: no item either
+    if not days:
+        return sa.false()  # no office: no item either
+    if len(days) == 1:
+        return term(next(iter(days)))
     per_day = [sa.and_(ActionItem.office_id.in_(ids), term(day)) for day, ids in sorted(days.items())]
     return sa.and_(bound(min(days), max(days)), sa.or_(*per_day))
 
 
-def _deadline_before(now: datetime, shift: timedelta) -> sa.ColumnElement[bool]:
+def _deadline_before(by_day: dict[date, list[int]], shift: timedelta) -> sa.ColumnElement[bool]:
     """Deadline before each office's own date at ``now`` plus ``shift``, in a form an index seeks.
 
     With dates d1 < d2 < … (one, most of the day): ``deadline < d_last`` (the range an index
     seeks) AND (``deadline < d1`` — true for every office, and for most rows, which decides them
     at once — OR ``deadline < d2 AND office_id IN (offices at d2 or later)`` OR …).
     """
-    days = sorted(office_days(now).items())
-    if len(days) <= 1:
-        return ActionItem.deadline < (days[0][0] if days else now.date()) + shift  # no office: no item
+    days = sorted(by_day.items())
+    if not days:
+        return sa.false()  # no office: no item either
+    if len(days) == 1:
+        return ActionItem.deadline < days[0][0] + shift
     later = [
         sa.and_(
             ActionItem.deadline < day + shift,
@@ -134,14 +137,25 @@ def overdue_clause(now: datetime) -> sa.ColumnElement[bool]:
     Compares the deadline with constants (see :func:`_deadline_before`), so it needs no join and
     an index on (status, deadline) serves it.
     """
-    return sa.and_(open_clause(), _deadline_before(now, timedelta()))
+    return overdue_on(office_days(now))
+
+
+def overdue_on(days: dict[date, list[int]]) -> sa.ColumnElement[bool]:
+    """:func:`overdue_clause` for given office dates (date → office ids, as :func:`office_days`
+    gives them), e.g. the dates a cache of figures is keyed on."""
+    return sa.and_(open_clause(), _deadline_before(days, timedelta()))
 
 
 def due_soon_clause(now: datetime, days: int = 14) -> sa.ColumnElement[bool]:
     """Open items due today or within ``days`` days in the office's zone (no join needed)."""
+    return due_soon_on(office_days(now), days)
+
+
+def due_soon_on(by_day: dict[date, list[int]], days: int = 14) -> sa.ColumnElement[bool]:
+    """:func:`due_soon_clause` for given office dates (date → office ids)."""
     ahead = timedelta(days=days)
     within = _by_office_day(
-        now,
+        by_day,
         lambda day: ActionItem.deadline.between(day, day + ahead),
         lambda first, last: ActionItem.deadline.between(first, last + ahead),
     )
@@ -150,7 +164,7 @@ def due_soon_clause(now: datetime, days: int = 14) -> sa.ColumnElement[bool]:
 
 def deadline_until(now: datetime, plus_days: int = 0) -> sa.ColumnElement[bool]:
     """Deadline on or before the office's date at ``now`` plus ``plus_days`` (no join needed)."""
-    return _deadline_before(now, timedelta(days=plus_days + 1))
+    return _deadline_before(office_days(now), timedelta(days=plus_days + 1))
 
 
 def office_today(now: datetime, plus_days: int = 0) -> sa.ColumnElement[date]:

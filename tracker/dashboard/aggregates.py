@@ -10,12 +10,13 @@ data (no ORM object), cached by data version and local dates (see cache.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from tracker.actions.queries import due_soon_on, overdue_on
 from tracker.extensions import db
 from tracker.models import (
     CLOSED_STATUSES,
@@ -157,22 +158,12 @@ def days_between(later: Any, earlier: Any) -> sa.ColumnElement[int]:
     return sa.cast(sa.func.julianday(later) - sa.func.julianday(earlier), sa.Integer)
 
 
-def office_date(dates: Dates, plus_days: int = 0) -> sa.ColumnElement[date]:
-    """SQL for the local date (plus some days) of the item's office, by office id: no join needed."""
-    shift = timedelta(days=plus_days)
-    offices_on: dict[date, list[int]] = {}
+def offices_on(dates: Dates) -> dict[date, list[int]]:
+    """The offices by their local date (date → office ids), as the action queries take them."""
+    days: dict[date, list[int]] = {}
     for office, today in dates.by_office:
-        offices_on.setdefault(today, []).append(office)
-    if not offices_on:
-        return sa.literal(dates.utc + shift, sa.Date)
-    # Offices share one or two dates most of the time: one test per date, not one per office.
-    *others, (last, _) = sorted(offices_on.items())
-    if not others:
-        return sa.literal(last + shift, sa.Date)
-    return sa.case(
-        *((ActionItem.office_id.in_(ids), sa.literal(day + shift, sa.Date)) for day, ids in others),
-        else_=sa.literal(last + shift, sa.Date),
-    )
+        days.setdefault(today, []).append(office)
+    return days
 
 
 def _count_if(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
@@ -188,7 +179,7 @@ def _not_archived(query: sa.Select) -> sa.Select:
 
 def load_programme(dates: Dates) -> Programme:
     """The programme's aggregates at ``dates``: three grouped statements over every item."""
-    today = office_date(dates)
+    days = offices_on(dates)
     slipped = ActionItem.deadline > ActionItem.agreed_deadline
     rows = db.session.execute(
         _not_archived(
@@ -197,12 +188,9 @@ def load_programme(dates: Dates) -> Programme:
                 ActionItem.office_id,
                 ActionItem.status,
                 sa.func.count(),
-                _count_if(ActionItem.deadline < today),
-                _count_if(
-                    sa.and_(
-                        ActionItem.deadline >= today, ActionItem.deadline <= office_date(dates, DUE_SOON_DAYS)
-                    )
-                ),
+                # The one definition of overdue and due soon (tracker.actions.queries).
+                _count_if(overdue_on(days)),
+                _count_if(due_soon_on(days, DUE_SOON_DAYS)),
                 sa.func.sum(ActionItem.progress),
                 sa.func.sum(
                     sa.case((slipped, days_between(ActionItem.deadline, ActionItem.agreed_deadline)))

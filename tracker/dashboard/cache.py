@@ -3,7 +3,7 @@
 Every transaction that writes programme data raises ``DataVersion.version`` at its commit (see
 tracker/models.py), on whichever host it runs. A request reads the version (one small statement)
 and looks its figures up under a key that holds it, so figures computed before any write are
-never served after it, on this host or another. The cache forgets everything when it sees a newer
+never served after it, on this host or another. The cache forgets everything when it sees another
 version, and keeps at most ``ENTRIES`` entries (least recently used go first) between writes.
 Values must be plain data: they outlive the request and its database session.
 """
@@ -47,8 +47,11 @@ class VersionedCache:
     def get_or_compute(self, version: int, key: Hashable, compute: Callable[[], T]) -> T:
         """The value of ``key`` at ``version``: from the cache, else computed (and kept if current)."""
         with self._lock:
-            if self.version is None or version > self.version:
-                self._entries.clear()  # a write happened: nothing older holds
+            if version != self.version:
+                # A write happened: nothing older holds. A version lower than ours (a restored
+                # backup, or a reader that started before a write) also starts again from it, so
+                # that figures of a lost future are never served when the count climbs back.
+                self._entries.clear()
                 self.version = version
             if version == self.version and key in self._entries:
                 self._entries.move_to_end(key)
