@@ -104,7 +104,9 @@ def test_a_standby_process_takes_over(app, database_url, tmp_path):
         first.wait(10)
         assert _wait_for(lambda: (_holder(app) or "").split(":")[1:2] == [str(second.pid)], 10)
         second.send_signal(signal.SIGTERM)  # a clean stop releases the lease
-        assert second.wait(15) == 0
+        # It first lets the jobs it started at takeover finish (compose, dispatch, jobs): seconds,
+        # or many more on a loaded machine.
+        assert second.wait(60) == 0
         assert _holder(app) is None
         assert "holds the lease" in (tmp_path / "second.log").read_text()
     finally:
