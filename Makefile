@@ -35,15 +35,21 @@ translations: $(VENV)/.installed
 compile-translations: $(VENV)/.installed
 	$(BABEL) compile -d $(CATALOGS) --statistics
 
+# Where `make run` answers (an IPv6 HOST in brackets).
+SERVE_URL = http://$(if $(findstring :,$(HOST)),[$(HOST)],$(HOST)):$(PORT)
+
 ## Start the development server on http://$(HOST):$(PORT) with the demo data (SQLite by default).
 ## Its commands, the scheduler and the server run in the development configuration (without
 ## TRACKER_CONFIG the app runs as production); the secret key is made once in instance/secret_key.
+## Links in mail, the calendar feed and the API point to that address unless TRACKER_BASE_URL is
+## set (e.g. to the address other machines use, with HOST=0.0.0.0).
 run: export TRACKER_CONFIG = development
+run: export TRACKER_BASE_URL := $(or $(TRACKER_BASE_URL),$(SERVE_URL))
 run: $(VENV)/.installed compile-translations
 	$(FLASK) db upgrade
 	$(FLASK) tracker seed-demo --if-empty
 	@echo ""
-	@echo "  tracker is starting on http://$(HOST):$(PORT)"
+	@echo "  tracker is starting on $(SERVE_URL); its links point to $$TRACKER_BASE_URL"
 	@echo "  Sign in as focal.sg@demo.test, reviewer@demo.test, manager@demo.test or admin@demo.test"
 	@echo "  with the password demo-password (every demo account is listed in README.md)."
 	@echo "  The scheduler runs beside it; without MAIL_SERVER, mail is written to instance/mail/."
@@ -53,7 +59,7 @@ run: $(VENV)/.installed compile-translations
 	$(FLASK) tracker scheduler & scheduler=$$!; \
 	$(FLASK) run --host $(HOST) --port $(PORT)
 
-## axe-core for the accessibility tests (tests/browser/test_accessibility.py), from package-lock.json.
+## axe-core for the accessibility tests and vnu-jar for the HTML validity test, from package-lock.json.
 AXE := node_modules/axe-core/axe.min.js
 $(AXE): package.json package-lock.json
 	@if command -v npm >/dev/null; then npm ci --no-audit --no-fund && touch $@; \

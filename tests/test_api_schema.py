@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import pytest
 import schemathesis
@@ -48,10 +49,14 @@ def test_every_operation_conforms(app, world):
         }
     )
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app, config=config)
-    problems, requests = [], 0
+    problems, requests, answered = [], 0, set()
     for event in schemathesis.engine.from_schema(schema).execute():
         if isinstance(event, events.ScenarioFinished | events.FuzzScenarioFinished):
             requests += len(event.recorder.interactions)
+            for interaction in event.recorder.interactions.values():
+                if interaction.response is not None and interaction.response.status_code < 300:
+                    # The document's server and paths lead to the routes (a wrong base path 404s).
+                    answered.add(urlsplit(interaction.request.uri).path.split("/")[3])
             for checks in event.recorder.checks.values():
                 for check in checks:
                     if check.status == Status.FAILURE and check.failure_info is not None:
@@ -64,10 +69,15 @@ def test_every_operation_conforms(app, world):
             problems.append(f"error: {getattr(event, 'label', '')} {event.info.format()}")
     print(f"{requests} requests")
     assert not problems, "\n\n".join(dict.fromkeys(problems))
+    assert {"me", "offices", "recommendations", "actions", "extensions"} <= answered, answered
 
 
 def test_every_route_is_documented_and_nothing_else(app):
-    documented = {(method.upper(), path) for path, item in document()["paths"].items() for method in item}
+    documented = {
+        (method.upper(), "/api/v1" + path)
+        for path, item in document("/api/v1")["paths"].items()
+        for method in item
+    }
     routed = set()
     for rule in app.url_map.iter_rules():
         if rule.endpoint.startswith("api.") and rule.endpoint != "api.not_found":
@@ -77,7 +87,7 @@ def test_every_route_is_documented_and_nothing_else(app):
 
 
 def test_every_operation_documents_its_errors_as_problems(app):
-    for path, item in document()["paths"].items():
+    for path, item in document("/api/v1")["paths"].items():
         for method, operation in item.items():
             responses = operation["responses"]
             if operation.get("security") != []:
@@ -89,3 +99,19 @@ def test_every_operation_documents_its_errors_as_problems(app):
             for status, response in responses.items():
                 if status.startswith(("4", "5")):
                     assert list(response["content"]) == ["application/problem+json"], (method, path, status)
+
+
+def test_the_server_is_the_configured_address_and_the_paths_are_relative_to_it(app, client):
+    """Clients and generated code reach TRACKER_BASE_URL, whichever address the document was read on."""
+    doc = client.get("/api/v1/openapi.json", base_url="http://10.1.2.3:8080").get_json()
+    assert doc["servers"] == [{"url": "http://127.0.0.1:5000/api/v1", "description": "This tracker."}]
+    assert "/me" in doc["paths"] and not any(path.startswith("/api/") for path in doc["paths"])
+    before = app.config["TRACKER_BASE_URL"]
+    app.config["TRACKER_BASE_URL"] = "https://tracker.example.org"
+    try:
+        doc = client.get("/api/v1/openapi.json").get_json()
+    finally:
+        app.config["TRACKER_BASE_URL"] = before
+    assert doc["servers"][0]["url"] == "https://tracker.example.org/api/v1"
+    # A server plus a path names a route the app answers: the document's own entry leads back to it.
+    assert urlsplit(doc["servers"][0]["url"]).path + "/openapi.json" == "/api/v1/openapi.json"

@@ -1,9 +1,9 @@
 """The calendar feed: parsed with the icalendar package as a calendar client would, whose events
-are in it (and whose never), stable UIDs, all-day deadlines, links, caching, and dead links."""
+are in it (and whose never), stable UIDs, all-day deadlines, stamps, links, caching, and dead links."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import icalendar
 import pytest
@@ -113,12 +113,43 @@ def test_another_users_items_are_never_in_a_feed(app, world, client):
     assert _events(client, _feed_url(app, world, "reviewer")) == {}  # owns nothing
 
 
+def test_a_published_feed_is_stamped_when_it_is_made_and_each_event_when_it_changed(app, world, client):
+    changed = datetime(2026, 11, 20, 14, 5, 7, tzinfo=UTC)
+    with time_machine.travel(changed, tick=False):
+        _add(app, world, "SG", "Changed earlier", deadline=date(2027, 3, 1))
+    url = _feed_url(app, world, "focal_sg")
+    generated = datetime(2026, 11, 30, 9, 15, 42, 123456, tzinfo=UTC)
+    with time_machine.travel(generated, tick=False):
+        calendar = icalendar.Calendar.from_ical(client.get(url).data)
+    assert str(calendar["METHOD"]) == "PUBLISH"
+    events = {str(e["SUMMARY"]): e for e in calendar.walk("VEVENT")}
+    assert len(events) == 2
+    # RFC 5545 3.8.7.2: with METHOD, DTSTAMP is when the feed was made, the same for every event.
+    assert {e.decoded("DTSTAMP") for e in events.values()} == {generated.replace(microsecond=0)}
+    assert events["SG: Changed earlier"].decoded("LAST-MODIFIED") == changed
+    with app.app_context():
+        first_changed = db.session.get(ActionItem, world.items["SG"]).updated_at
+    assert events["SG: E-filing for SG"].decoded("LAST-MODIFIED") == first_changed.replace(microsecond=0)
+    assert all(e["DTSTAMP"].to_ical().endswith(b"Z") for e in events.values())  # in UTC
+
+
 def test_an_unchanged_feed_answers_304(app, world, client):
     url = _feed_url(app, world, "focal_sg")
     with time_machine.travel(NOW, tick=False):
         first = client.get(url)
         again = client.get(url, headers={"If-None-Match": first.headers["ETag"]})
     assert again.status_code == 304
+    # An hour later the stamps differ but the events do not: still 304 ...
+    with time_machine.travel(NOW + timedelta(hours=1), tick=False):
+        later = client.get(url, headers={"If-None-Match": first.headers["ETag"]})
+    assert later.status_code == 304
+    # ... until an event changes.
+    with app.app_context():
+        db.session.get(ActionItem, world.items["SG"]).progress = 40
+        db.session.commit()
+    with time_machine.travel(NOW + timedelta(hours=1), tick=False):
+        changed = client.get(url, headers={"If-None-Match": first.headers["ETag"]})
+    assert changed.status_code == 200 and changed.headers["ETag"] != first.headers["ETag"]
 
 
 @pytest.mark.parametrize("token", ["not-a-token", "x" * 500, "%00", "a.b"])

@@ -149,7 +149,9 @@ def test_forms_record_who_changed_what_and_when(app, world, clock):
     history = page.text.split('id="history"', 1)[1]
     rows = [re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", row)).strip() for row in history.split("<tr>")[2:]]
     # Who recorded "accepted", and when (the reviewer reads UTC; newest first).
-    assert "Dec 2, 2026, 9:00:00" in rows[3] and "Focal Sg Response of SG – Accepted" in rows[3]
+    # To the minute: no seconds in any moment shown (Babel's "medium" would write "9:00:00 AM").
+    assert "Dec 2, 2026, 9:00 AM" in rows[3] and "Focal Sg Response of SG – Accepted" in rows[3]
+    assert not re.search(r"\d:\d\d:\d\d", " ".join(rows))
     assert "Dec 3, 2026" in rows[1] and "Reviewer Response of SG Accepted Partially accepted" in rows[1]
     assert "Focal Sg Comment of SG – From next year" in rows[2]
     assert "Reviewer Archived No Yes" in rows[0]
@@ -163,7 +165,8 @@ def test_forms_record_who_changed_what_and_when(app, world, clock):
     )
     # Times in the viewer's zone: 09:00 UTC is 17:00 in Singapore.
     focal_history = focal.get(f"/recommendations/{rec_id}").text.split('id="history"', 1)[1]
-    assert "5:00:00" in focal_history.split('datetime="2026-12-02T09:00:00+00:00">', 1)[1][:40]
+    shown = focal_history.split('datetime="2026-12-02T09:00:00+00:00">', 1)[1][:40]
+    assert "Dec 2, 2026, 5:00\u202fPM<" in shown
 
 
 def test_api_writes_are_recorded_and_listed(app, world, clock):

@@ -18,6 +18,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import ConfigError, config_from_environment
 from tracker.extensions import babel, csrf, db, limiter, login_manager, migrate
+from tracker.page_helpers import register_page_helpers
 from tracker.security import register_security
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     register_blueprints(app)
     register_errorhandlers(app)
     register_template_helpers(app)
+    register_page_helpers(app)
     register_commands(app)
     return app
 
@@ -171,8 +173,11 @@ def register_errorhandlers(app: Flask) -> None:
 
 def register_template_helpers(app: Flask) -> None:
     """Expose the permission check and enums to templates."""
-    from tracker import labels, permissions
+    from tracker import formats, labels, permissions
     from tracker.models import Role, Status
+
+    # Replaces Flask-Babel's filter: moments are shown to the minute, without seconds.
+    app.jinja_env.filters["datetimeformat"] = formats.format_datetime
 
     app.jinja_env.globals.update(
         Perm=permissions.Perm,

@@ -105,10 +105,14 @@ _IF_MATCH = {
 _WRITE = (400, 403, 404, 409, 413, 415, 422)
 
 
-def document() -> dict[str, Any]:
-    """The OpenAPI 3.1 document, as a JSON-ready dict."""
+def document(server: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document, as a JSON-ready dict; its paths are relative to ``server``.
+
+    ``server`` is the API's public address, TRACKER_BASE_URL and the blueprint's prefix, so that
+    clients and generated code reach the site the operator configured, not the one they read it on.
+    """
     paths = {
-        "/api/v1/openapi.json": {
+        "/openapi.json": {
             "get": {
                 "operationId": "openapi",
                 "summary": "This document.",
@@ -121,15 +125,13 @@ def document() -> dict[str, Any]:
                 },
             }
         },
-        "/api/v1/me": {
-            "get": _operation("getMe", "The user the token belongs to.", (200, _ok("You.", "Me")), ())
-        },
-        "/api/v1/offices": {
+        "/me": {"get": _operation("getMe", "The user the token belongs to.", (200, _ok("You.", "Me")), ())},
+        "/offices": {
             "get": _operation(
                 "listOffices", "The offices you may see, by code.", (200, _ok("Offices.", "OfficeList")), ()
             )
         },
-        "/api/v1/recommendations": {
+        "/recommendations": {
             "get": _operation(
                 "listRecommendations",
                 "A page of recommendations, by code.",
@@ -145,7 +147,7 @@ def document() -> dict[str, Any]:
                 body=schemas.body_schema(schemas.RECOMMENDATION_CREATE),
             ),
         },
-        "/api/v1/recommendations/{id}": {
+        "/recommendations/{id}": {
             "get": _operation(
                 "getRecommendation",
                 "One recommendation.",
@@ -162,7 +164,7 @@ def document() -> dict[str, Any]:
                 body=schemas.body_schema(schemas.RECOMMENDATION_PATCH, partial=True),
             ),
         },
-        "/api/v1/recommendations/{id}/history": {
+        "/recommendations/{id}/history": {
             "get": _operation(
                 "getRecommendationHistory",
                 "Who changed what of a recommendation and of the offices' responses, newest first.",
@@ -181,7 +183,7 @@ def document() -> dict[str, Any]:
                 ),
             )
         },
-        "/api/v1/actions": {
+        "/actions": {
             "get": _operation(
                 "listActions",
                 "A page of the actions you may see: open ones first, then by deadline.",
@@ -198,7 +200,7 @@ def document() -> dict[str, Any]:
                 body=schemas.body_schema(schemas.ACTION_CREATE),
             ),
         },
-        "/api/v1/actions/{id}": {
+        "/actions/{id}": {
             "get": _operation(
                 "getAction",
                 "One action.",
@@ -221,7 +223,7 @@ def document() -> dict[str, Any]:
                 ),
             ),
         },
-        "/api/v1/actions/{id}/extensions": {
+        "/actions/{id}/extensions": {
             "get": _operation(
                 "listActionExtensions",
                 "An action's extension requests, newest first, with their decisions.",
@@ -240,7 +242,7 @@ def document() -> dict[str, Any]:
                 "or the action is closed.",
             ),
         },
-        "/api/v1/extensions/{id}/decision": {
+        "/extensions/{id}/decision": {
             "post": _operation(
                 "decideExtension",
                 "Approve or reject a pending extension request (reviewers and admins).",
@@ -252,7 +254,7 @@ def document() -> dict[str, Any]:
                 "409 if the request was already decided.",
             )
         },
-        "/api/v1/actions/{id}/updates": {
+        "/actions/{id}/updates": {
             "get": _operation(
                 "listActionUpdates",
                 "An action's history, newest first.",
@@ -274,6 +276,7 @@ def document() -> dict[str, Any]:
                 "application/problem+json (RFC 9457)."
             ),
         },
+        "servers": [{"url": server, "description": "This tracker."}],
         "security": [{"bearerAuth": []}],
         "paths": paths,
         "components": {

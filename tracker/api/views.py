@@ -273,7 +273,7 @@ def _refused(error: Exception, fields: dict[str, str] | None = None) -> NoReturn
 @bp.get("/openapi.json")
 def openapi_document() -> Response:
     """The OpenAPI 3.1 description of this API (no token needed)."""
-    return _json(openapi.document())
+    return _json(openapi.document(current_app.config["TRACKER_BASE_URL"] + bp.url_prefix))
 
 
 @bp.get("/me")

@@ -4,12 +4,18 @@ The secret is ``secrets.token_urlsafe(32)``; only its SHA-256 is stored (``User.
 so the URL is shown once, when made, and regenerating it makes the old one stop working. The feed
 lists one all-day event per open action (on its deadline) that the user owns or deputises, or for
 a manager every open action of their scope: the same choice as the "My work" page.
+
+The feed declares ``METHOD:PUBLISH``, so RFC 5545 (3.8.7.2) makes every event's DTSTAMP the time the
+feed was made; LAST-MODIFIED carries the action's own change time. The ETag leaves the stamps out
+(:func:`feed_etag`), so a feed whose events did not change still answers 304.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import secrets
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
@@ -67,11 +73,15 @@ def feed_url(secret: str) -> str:
 
 
 def build_feed(user: User, items: list[ActionItem], now: datetime) -> bytes:
-    """The iCalendar text: one all-day VEVENT per item on its deadline, in the user's language."""
+    """The iCalendar text: one all-day VEVENT per item on its deadline, in the user's language.
+
+    ``now`` is the feed's generation time: every event's DTSTAMP (whole seconds, in UTC).
+    """
     # Imported here: icalendar takes ~0.2 s to import, which every flask command would pay.
     from icalendar import Calendar, Event, vDuration
 
     host = urlsplit(current_app.config["TRACKER_BASE_URL"]).hostname or "tracker"
+    stamp = now.astimezone(UTC).replace(microsecond=0)
     calendar = Calendar()
     calendar.add("prodid", "-//tracker//deadlines//EN")
     calendar.add("version", "2.0")
@@ -86,8 +96,8 @@ def build_feed(user: User, items: list[ActionItem], now: datetime) -> bytes:
             event = Event()
             # Stable per item, so that clients update the event when the deadline moves.
             event.add("uid", f"action-{item.id}@{host}")
-            event.add("dtstamp", item.updated_at)
-            event.add("last-modified", item.updated_at)
+            event.add("dtstamp", stamp)
+            event.add("last-modified", item.updated_at.astimezone(UTC).replace(microsecond=0))
             event.add("sequence", item.version - 1)
             event.add("dtstart", item.deadline)
             event.add("dtend", item.deadline + timedelta(days=1))
@@ -112,3 +122,12 @@ def build_feed(user: User, items: list[ActionItem], now: datetime) -> bytes:
             event.add("url", link)
             calendar.add_component(event)
     return calendar.to_ical()
+
+
+#: The DTSTAMP lines: the only part of a feed that changes at every request.
+_STAMP_LINES = re.compile(rb"^DTSTAMP:[^\r\n]*\r\n", re.MULTILINE)
+
+
+def feed_etag(body: bytes) -> str:
+    """A strong tag of the feed's content without its generation stamps: unchanged events, same tag."""
+    return hashlib.sha256(_STAMP_LINES.sub(b"", body)).hexdigest()[:32]

@@ -265,7 +265,7 @@ def calendar_feed(token: str) -> Response:
     response.headers["Content-Disposition"] = 'inline; filename="tracker.ics"'
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["X-Robots-Tag"] = "noindex"
-    response.add_etag()
+    response.set_etag(calendar.feed_etag(body))  # not add_etag(): each DTSTAMP is the time of the request
     return response.make_conditional(request)
 
 
