@@ -161,10 +161,19 @@ def register_blueprints(app: Flask) -> None:
 def register_errorhandlers(app: Flask) -> None:
     """Render 400/403/404/500 with the site's layout."""
 
-    def render_error(error: Any) -> tuple[str, int]:
+    from flask import request
+    from werkzeug.exceptions import HTTPException, InternalServerError
+
+    from tracker.api import views as api_views
+
+    def render_error(error: Any) -> Any:
         code = getattr(error, "code", 500) or 500
         if code == 500:
             db.session.rollback()
+        if request.path == api_views.bp.url_prefix or request.path.startswith(f"{api_views.bp.url_prefix}/"):
+            # An API path no API route matched (e.g. one with a line break, which the catch-all
+            # route's pattern does not take) still answers as the API does: a problem document.
+            return api_views.http_error(error if isinstance(error, HTTPException) else InternalServerError())
         return render_template("errors/error.html", code=code, error=error), code
 
     for code in (400, 403, 404, 405, 413, 429, 500):

@@ -153,7 +153,7 @@ def _invalid(error: Invalid) -> Response:
     return problem_response(422, detail, error.errors)
 
 
-def _http_error(error: HTTPException) -> Response:
+def http_error(error: HTTPException) -> Response:
     """Any HTTP error raised in the API (routing, permissions, size limits) as problem+json."""
     db.session.rollback()
     code = error.code or 500
@@ -171,11 +171,11 @@ def _http_error(error: HTTPException) -> Response:
     )
 
 
-bp.register_error_handler(HTTPException, _http_error)
+bp.register_error_handler(HTTPException, http_error)
 # Flask prefers a handler for the status code, even the app's, over one for a class: name each code,
 # so that the site's HTML error pages never answer an API request.
 for _code in default_exceptions:
-    bp.register_error_handler(_code, _http_error)
+    bp.register_error_handler(_code, http_error)
 
 
 # --- helpers ---------------------------------------------------------------------------------
