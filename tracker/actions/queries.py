@@ -167,19 +167,6 @@ def deadline_until(now: datetime, plus_days: int = 0) -> sa.ColumnElement[bool]:
     return _deadline_before(office_days(now), timedelta(days=plus_days + 1))
 
 
-def office_today(now: datetime, plus_days: int = 0) -> sa.ColumnElement[date]:
-    """SQL for "today (plus some days) in the office's time zone", chosen per row: needs Office
-    in the query, and no index serves a comparison with it (prefer :func:`deadline_until`)."""
-    shift = timedelta(days=plus_days)
-    zones = {zone for _id, zone in _office_zones()}
-    if not zones:
-        return sa.literal(now.date() + shift)
-    return sa.case(
-        {zone: now.astimezone(_zone(zone)).date() + shift for zone in sorted(zones)},
-        value=Office.timezone,
-    )
-
-
 def visible_actions(user: User) -> sa.Select[tuple[ActionItem]]:
     """The action items the user may see, with what a list shows loaded in the same query.
 

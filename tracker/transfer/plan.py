@@ -2,7 +2,7 @@
 
 An import goes through three steps, each usable alone (the web preview, the confirmation, the CLI):
 
-1. :func:`tracker.transfer.read.read_table` checks the file's real type (by its first bytes, not its
+1. :func:`tracker.transfer.read.open_table` checks the file's real type (by its first bytes, not its
    name), its size and its number of rows, decodes it and returns its rows keyed by column name;
 2. :func:`plan_import` validates every row against the database and decides, for each
    recommendation and each action, whether it is created, updated or left alone, listing every
