@@ -51,7 +51,7 @@ run: $(VENV)/.installed compile-translations
 	@echo ""
 	@echo "  tracker is starting on $(SERVE_URL); its links point to $$TRACKER_BASE_URL"
 	@echo "  Sign in as focal.sg@demo.test, reviewer@demo.test, manager@demo.test or admin@demo.test"
-	@echo "  with the password demo-password (every demo account is listed in README.md)."
+	@echo "  with the password demo-password (every demo account is listed above)."
 	@echo "  The scheduler runs beside it; without MAIL_SERVER, mail is written to instance/mail/."
 	@echo ""
 	@# The scheduler is its own process; stop it when the server stops (Ctrl-C).

@@ -26,7 +26,7 @@ def test_pages_need_sign_in(client):
 
 def test_sign_in_and_out(client, world):
     response = login(client, world.users["focal_sg"])
-    assert response.status_code == 302 and response.headers["Location"] == "/"
+    assert response.status_code == 302 and response.headers["Location"] == "/my"  # a focal point's home
     assert "E-filing for SG" in client.get("/").text
     token = csrf_token(client.get("/").text)
     response = client.post("/auth/logout", data={"csrf_token": token})
@@ -72,11 +72,12 @@ def test_logout_by_get_is_not_possible(login_as, world):
     [
         ("/actions/1", "/actions/1"),
         ("/admin/users?page=2", "/admin/users?page=2"),
-        ("https://evil.test/", "/"),
-        ("//evil.test/", "/"),
-        ("/\\evil.test", "/"),
-        ("javascript:alert(1)", "/"),
-        ("http:/evil.test", "/"),
+        # Refused: the admin's home instead.
+        ("https://evil.test/", "/admin"),
+        ("//evil.test/", "/admin"),
+        ("/\\evil.test", "/admin"),
+        ("javascript:alert(1)", "/admin"),
+        ("http:/evil.test", "/admin"),
     ],
 )
 def test_next_only_redirects_within_the_site(client, world, target, expected):

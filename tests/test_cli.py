@@ -55,7 +55,7 @@ def test_seed_demo_loads_the_programme_once(app, runner):
         )
         assert managed == {"SG", "MY", "TH"}
         states = sorted(db.session.scalars(sa.select(ExtensionRequest.state)))
-        assert states == ["approved", "approved", "pending", "pending", "pending"]
+        assert states == ["approved", "approved", "pending", "pending", "pending", "rejected"]
         slipped = db.session.scalars(
             sa.select(ActionItem).where(ActionItem.deadline > ActionItem.agreed_deadline)
         ).all()

@@ -155,6 +155,7 @@ def test_status_at_a_quarters_end_is_reconstructed_from_history(app, story):
             "completed": 1,  # Fee schedule
             "verified": 1,  # Registry upgrade
             "cancelled": 1,  # Paper forms
+            "proposed": 0,
         }
         assert end[my]["verified"] == 1 and end[my]["not_started"] == 1
         before = status_counts_at(Q3.previous.ends_at)

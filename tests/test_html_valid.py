@@ -209,13 +209,23 @@ EXTRA_PAGES = [
     Page("actions-focal", "focal_sg", "/"),
     Page("action-completed-focal", "focal_sg", "/actions/{completed}"),
     Page("my-work-reviewer", "reviewer", "/my"),
+    Page("my-work-awaiting", "focal_sg", "/my?show=awaiting"),
+    Page("my-work-empty-filter", "focal_my", "/my?show=sent_back"),
     Page("verification-several", "reviewer", "/verification"),
+    Page("verification-proposals", "reviewer", "/verification?kind=proposals&office=SG"),
+    Page("verification-no-match", "reviewer", "/verification?office=MY&kind=proposals"),
+    Page("verify-several", "reviewer", "/verification/verify?id={completed_0}&id={in_progress_1}"),
+    Page("propose-action", "focal_sg", "/offices/SG/actions/propose"),
+    Page("proposal-decision", "reviewer", "/actions/{proposal}/proposal"),
+    Page("proposal-focal", "focal_sg", "/actions/{proposal}"),
     Page("dashboard-manager", "manager_sg", "/dashboard"),
     Page("office-focal", "focal_sg", "/offices/SG"),
     Page("reassign", "admin", "/offices/SG/reassign"),
     Page("recommendation-new", "reviewer", "/recommendations/new"),
     Page("recommendation-edit", "reviewer", "/recommendations/{recommendation}/edit"),
     Page("recommendation-archive", "reviewer", "/recommendations/{recommendation}/archive"),
+    Page("recommendation-requested-focal", "focal_my", "/recommendations/{recommendation}"),
+    Page("office-requests-focal", "focal_my", "/offices/MY"),
     Page("sources", "reviewer", "/sources"),
     Page("source-new", "reviewer", "/sources/new"),
     Page("password", "focal_sg", "/auth/password"),
@@ -274,6 +284,17 @@ def more_data(app: Flask, world: World, pages_data: dict[str, int]) -> dict[str,
                     )
                 ]
             items.append(item)
+        proposal = ActionItem(
+            recommendation=rec,
+            office=focal_sg.office,
+            title="Proposed by the office",
+            description="Two sessions.",
+            owner=focal_sg,
+            deadline=today + timedelta(days=90),
+            status="proposed",
+        )
+        proposal.updates = [ActionUpdate(author=focal_sg, new_status="proposed", event="proposed")]
+        items.append(proposal)
         jobs = {
             state: BackgroundJob(
                 kind="export_csv",
@@ -295,6 +316,10 @@ def more_data(app: Flask, world: World, pages_data: dict[str, int]) -> dict[str,
             "sg": world.offices["SG"],
             "focal_sg": world.user_ids["focal_sg"],
             "running_job": jobs[JobState.RUNNING].id,
+            "completed_0": items[0].id,
+            "completed_2": items[2].id,
+            "in_progress_1": items[1].id,
+            "proposal": proposal.id,
             "done_job": jobs[JobState.DONE].id,
             "failed_job": jobs[JobState.FAILED].id,
             "invite_token": password_token(db.session.get(User, world.user_ids["focal_my"]), "invite"),

@@ -31,7 +31,8 @@ SPLIT = datetime(2026, 11, 24, 11, tzinfo=UTC)
 #: 09:00 UTC: the 24th in every office of the small world (Singapore, Kuala Lumpur).
 SAME = datetime(2026, 11, 24, 9, tzinfo=UTC)
 ZONES = {"KI": "Pacific/Kiritimati", "PP": "Pacific/Pago_Pago", "XW": "Etc/GMT+12", "LK": "Asia/Colombo"}
-STATUSES = [s.value for s in Status]
+# Statuses of the plan (a proposal is not in it yet): the cycle the data is made of.
+STATUSES = [s.value for s in Status if s != Status.PROPOSED]
 
 
 def office_today(now: datetime) -> sa.ColumnElement[date]:

@@ -52,7 +52,8 @@ def test_my_work_lists_what_i_own_or_deputise_by_deadline(app, world, login_as):
     assert titles == ["Late one", "Soon one", "Later one"]
     assert page.index("Late one") < page.index("Soon one") < page.index("Later one")
     # The world's own SG item is due today: due soon too.
-    assert page.count("Overdue</span>") == 1 and page.count("Due soon</span>") == 2
+    assert page.count('overdue-flag">Overdue</span>') == 1
+    assert page.count('due-soon-flag">Due soon</span>') == 2
     assert "Deputy" in page and "4 open actions" in page and "Someone else" not in page
 
 

@@ -255,7 +255,7 @@ def test_known_email_signs_in_and_links_the_identity(sso_app, provider, world: W
     sub = provider_user(provider, email.upper(), name="Rita Reviewer")
     client = sso_app.test_client()
     response = sign_on(client, sub)
-    assert response.status_code == 302 and response.headers["Location"] == "/"
+    assert response.status_code == 302 and response.headers["Location"] == "/verification"
     assert signed_in(client)
     assert user_by_email(sso_app, email).sso_subject == f"{provider}|{sub}"
     [linked] = events(sso_app, "sso_linked")
@@ -279,7 +279,7 @@ def test_next_survives_the_round_trip_and_stays_on_site(sso_app, provider, world
     target = f"/actions/{world.items['SG']}"
     assert sign_on(client, sub, next=target).headers["Location"] == target
     elsewhere = sso_app.test_client()
-    assert sign_on(elsewhere, sub, next="https://evil.example/").headers["Location"] == "/"
+    assert sign_on(elsewhere, sub, next="https://evil.example/").headers["Location"] == "/my"
 
 
 def test_unknown_email_is_refused_and_nothing_is_created(sso_app, provider, world):
@@ -535,7 +535,7 @@ def test_the_provider_may_stand_for_the_second_factor(sso_app, provider, world):
     _give_second_factor(sso_app, world.user_ids["reviewer"])
     sub = provider_user(provider, world.users["reviewer"])
     client = sso_app.test_client()
-    assert sign_on(client, sub).headers["Location"] == "/"
+    assert sign_on(client, sub).headers["Location"] == "/verification"
     assert signed_in(client)
 
 

@@ -172,7 +172,7 @@ def test_the_password_alone_does_not_sign_in_the_code_does(app, world, client):
     assert [e.detail for e in _events(app, "second_factor_failed", uid)] == ["code at sign-in"]
 
     right = _give_code(client, pyotp.TOTP(secret).now())
-    assert right.status_code == 302 and right.headers["Location"] == "/"
+    assert right.status_code == 302 and right.headers["Location"] == "/my"
     assert _signed_in(client)
     assert [s.method for s in _sessions(app, uid)] == ["password+totp"]
     assert [e.detail for e in _events(app, "sign_in", uid)] == ["password+totp"]
@@ -284,7 +284,7 @@ def test_the_second_factor_page_without_a_pending_sign_in(app, world, client, lo
     assert client.get("/auth/second-factor").headers["Location"] == "/auth/login"
     assert client.get("/auth/second-factor/enrol").headers["Location"] == "/auth/login"
     signed_in = login_as(world.users["focal_sg"])
-    assert signed_in.get("/auth/second-factor").headers["Location"] == "/"
+    assert signed_in.get("/auth/second-factor").headers["Location"] == "/my"
 
 
 def test_a_password_set_from_a_reset_link_still_asks_for_the_second_factor(app, world, client):
@@ -329,13 +329,13 @@ def test_a_required_role_enrols_before_the_session_opens(app, world, client, req
     assert 'action="/auth/second-factor/enrol/done"' in codes_page.text
     assert not _signed_in(client)  # not before the codes were seen
     go_on = client.post("/auth/second-factor/enrol/done", data={"csrf_token": csrf_token(codes_page.text)})
-    assert go_on.status_code == 302 and go_on.headers["Location"] == "/"
+    assert go_on.status_code == 302 and go_on.headers["Location"] == "/verification"
     assert _signed_in(client)
     assert [s.method for s in _sessions(app, uid)] == ["password+totp"]
 
     # People in other roles sign in with their password alone.
     other = app.test_client()
-    assert login(other, world.users["focal_sg"]).headers["Location"] == "/"
+    assert login(other, world.users["focal_sg"]).headers["Location"] == "/my"
     assert _signed_in(other)
 
 
@@ -406,7 +406,7 @@ def test_removal_is_refused_for_a_required_role_and_allowed_otherwise(app, world
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(RecoveryCode)) == 10  # the reviewer's
     fresh = app.test_client()
-    assert login(fresh, world.users["focal_sg"]).headers["Location"] == "/"  # the password alone again
+    assert login(fresh, world.users["focal_sg"]).headers["Location"] == "/my"  # the password alone again
 
 
 # --- recovery codes renewed --------------------------------------------------------------------------
@@ -469,7 +469,7 @@ def test_an_admin_resets_a_second_factor(app, world, login_as, required_roles):
     assert not _signed_in(person)
 
     # Next time: the password alone, or, when the role requires it, a new enrolment first.
-    assert login(app.test_client(), world.users["focal_sg"]).headers["Location"] == "/"
+    assert login(app.test_client(), world.users["focal_sg"]).headers["Location"] == "/my"
     required_roles("focal_point")
     assert (
         login(app.test_client(), world.users["focal_sg"]).headers["Location"] == "/auth/second-factor/enrol"

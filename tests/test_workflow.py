@@ -16,7 +16,7 @@ from tracker.extensions import db
 from tracker.models import ActionItem, ActionUpdate, EvidenceFile, Status, User
 
 NOW = datetime(2026, 11, 20, 9, tzinfo=UTC)
-NS, IP, BL, CO, VE, CA = (s.value for s in Status)
+NS, IP, BL, CO, VE, CA, PR = (s.value for s in Status)
 FOCAL_MOVES = {(NS, IP), (NS, BL), (IP, BL), (BL, IP), (IP, CO)}
 REVIEWER_MOVES = FOCAL_MOVES | {(CO, VE), (CO, IP), (VE, IP), (NS, CA), (IP, CA), (BL, CA)}
 # Written out from DESIGN.md, independently of workflow.MOVES: who may make which move on SG's item.

@@ -13,9 +13,9 @@ from flask.cli import with_appcontext
 from sqlalchemy.exc import OperationalError
 
 from tracker.admin.services import UserError, create_user
-from tracker.demo import DEFAULT_PASSWORD, OFFICES, demo_users, seed_demo
+from tracker.demo import DEFAULT_PASSWORD, demo_users, is_deputy, seed_demo
 from tracker.extensions import db
-from tracker.models import Office, Role
+from tracker.models import Office, Role, User
 
 
 @click.group("tracker")
@@ -28,10 +28,14 @@ def tracker_cli() -> None:
 @click.option("--if-empty", is_flag=True, help="Do nothing when the database already has offices.")
 @with_appcontext
 def seed_demo_command(password: str, if_empty: bool) -> None:
-    """Load the twelve demo offices, their users, recommendations and action plans."""
+    """Load the twelve demo offices, their users, recommendations and action plans; list the accounts."""
     try:
         if if_empty and db.session.scalar(sa.select(sa.func.count()).select_from(Office)):
             click.echo("The database already has data; demo data not loaded.")
+            emails = set(db.session.scalars(sa.select(User.email).where(User.email.like("%@demo.test"))))
+            if emails:  # `make run` again: the accounts are still worth showing
+                click.echo("Sign in with one of these demo accounts (the password they were loaded with):")
+                _echo_accounts(emails)
             return
         added = seed_demo(datetime.now(UTC).date(), password)
         db.session.commit()
@@ -39,11 +43,20 @@ def seed_demo_command(password: str, if_empty: bool) -> None:
         raise click.ClickException(f"cannot use the database (DATABASE_URL): {exc.orig}") from None
     click.echo("Demo data: " + ", ".join(f"{n} {what} added" for what, n in added.items()))
     click.echo(f"Sign in at the home page with one of these accounts, password {password!r}:")
-    for email, _name, role, code in demo_users():
-        if email.startswith(("admin", "reviewer", "manager", "focal.sg")):
-            click.echo(f"  {email:<24} {role.value}{' of ' + code if code else ''}")
-    codes = ", ".join(code.lower() for code, *_ in OFFICES)
-    click.echo(f"  focal.<code>@demo.test   focal point of each office ({codes})")
+    _echo_accounts({email for email, *_rest in demo_users()})
+
+
+def _echo_accounts(emails: set[str]) -> None:
+    """The demo accounts among ``emails`` as a table: email, role, office, deputy or not."""
+    rows = [("email", "role", "office", "deputy")] + [
+        (email, role.value, code or "—", "yes" if is_deputy(email) else "no")
+        for email, _name, role, code in demo_users()
+        if email in emails
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        click.echo("  " + "  ".join([*cells, row[3]]))
 
 
 @tracker_cli.command("create-user")

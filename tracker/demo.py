@@ -1,8 +1,11 @@
 """Demo data: twelve offices, the Singapore dialogue's recommendations, their action plans.
 
-Deadlines are placed relative to "today" so that, whenever the demo is loaded, some actions are
-overdue, some due soon and some completed. Loading twice adds nothing: every row is looked up
-by its natural key (office code, email, source title, recommendation code, item title) first.
+The history is placed relative to "today" (tracker/demo_history.py, tracker/demo_events.py), so
+that whenever the demo is loaded the programme looks like one in its second year: completions and
+verifications in the last quarters, a few recent completions and extension requests waiting for a
+reviewer, a recommendation sent to every office three weeks ago, some actions overdue by days or
+weeks. Loading twice adds nothing: every row is looked up by its natural key (office code, email,
+source title, recommendation code, item title) first.
 """
 
 from __future__ import annotations
@@ -14,18 +17,33 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import sqlalchemy as sa
 
+from tracker.demo_events import (
+    decision_mails,
+    propose,
+    request_and_proposal_mails,
+    seed_absences,
+    seed_extensions,
+)
+from tracker.demo_history import (
+    Timeline,
+    at,
+    mark_sent,
+    office_kinds,
+    place,
+    recent_decision_mails,
+    write_item,
+)
 from tracker.extensions import db
 from tracker.models import (
     ActionItem,
-    ActionUpdate,
     ExtensionRequest,
-    ExtensionState,
-    HistoryEvent,
+    Notification,
     Office,
     OfficeResponse,
     Priority,
     Recommendation,
     ResponseKind,
+    ResponseRequest,
     Role,
     Source,
     Status,
@@ -52,47 +70,50 @@ OFFICES = [
     ("VN", "Intellectual Property Office of Viet Nam", "Viet Nam", "Asia/Ho_Chi_Minh"),
 ]
 
-SOURCE = {
-    "title": "Strategic dialogue on digital public services, Singapore, 20–24 February 2023",
-    "place": "Singapore",
-    "starts_on": date(2023, 2, 20),
-    "ends_on": date(2023, 2, 24),
-}
+#: The dialogue the recommendations come from (its dates follow the day the demo is loaded).
+SOURCE_TITLE = "Strategic dialogue on digital public services, Singapore"
+#: The recent meeting whose recommendation was sent to every office about three weeks ago.
+MEETING_TITLE = "Heads of office meeting on digital services, Bangkok"
 
 
 @dataclass(frozen=True)
 class DemoRecommendation:
-    code: str
+    number: int
     title: str
     text: str
     theme: str
     priority: Priority
-    target_date: date
+    #: Days from the day the demo is loaded to the target date.
+    target_in: int
     actions: list[str] = field(default_factory=list)
+
+    def code(self, year: int) -> str:
+        """``R-<year of the meeting>-<number>``."""
+        return f"R-{year}-{self.number:02d}"
 
 
 RECOMMENDATIONS = [
     DemoRecommendation(
-        "R-2023-01",
+        1,
         "Adopt a digital-first strategy for IP public services",
         "Each office should define which of its services are delivered online by default, "
         "with paper kept as an assisted channel, and publish a timetable for the transition.",
         "Digital public services",
         Priority.HIGH,
-        date(2025, 12, 31),
+        -70,
         [
             "Publish the list of services to be delivered digital-first",
             "Adopt the transition timetable at management level",
         ],
     ),
     DemoRecommendation(
-        "R-2023-02",
+        2,
         "Offer end-to-end e-filing for patents, marks and designs",
         "Applicants should be able to file, pay, receive notifications and respond to office "
         "actions online for every IP right, without a paper step.",
         "E-filing and online services",
         Priority.HIGH,
-        date(2026, 6, 30),
+        200,
         [
             "Extend e-filing to industrial designs",
             "Replace paper notifications with electronic notifications",
@@ -100,91 +121,91 @@ RECOMMENDATIONS = [
         ],
     ),
     DemoRecommendation(
-        "R-2023-03",
+        3,
         "Provide online payment and electronic certificates",
         "Fees should be payable online through common national payment channels, and grants "
         "issued as verifiable electronic certificates.",
         "E-filing and online services",
         Priority.MEDIUM,
-        date(2026, 3, 31),
+        120,
         [
             "Connect the fee system to the national payment gateway",
             "Issue electronic registration certificates",
         ],
     ),
     DemoRecommendation(
-        "R-2023-04",
+        4,
         "Set up joint governance of policy, IT and users",
         "IT projects should be steered by a board where policy owners, IT staff and "
         "representatives of applicants and attorneys decide priorities together.",
         "IT strategy and collaboration between policy, IT and users",
         Priority.MEDIUM,
-        date(2024, 12, 31),
+        -35,
         [
             "Constitute the IT steering board with user representatives",
             "Hold quarterly user consultations on online services",
         ],
     ),
     DemoRecommendation(
-        "R-2023-05",
+        5,
         "Publish a multi-year IT strategy tied to the business plan",
         "Each office should keep a three-to-five-year IT strategy, costed and linked to its "
         "business objectives, and review it every year.",
         "IT strategy and collaboration between policy, IT and users",
         Priority.MEDIUM,
-        date(2025, 6, 30),
+        45,
         [
             "Draft the multi-year IT strategy",
             "Review the IT strategy against the business plan",
         ],
     ),
     DemoRecommendation(
-        "R-2023-06",
+        6,
         "Share examination guidelines and practice across offices",
         "Offices should publish their examination guidelines and exchange practice on "
         "difficult cases through a regional repository and regular examiner exchanges.",
         "Sharing of examination practice",
         Priority.MEDIUM,
-        date(2026, 12, 31),
+        330,
         [
             "Publish the examination guidelines online",
             "Contribute case studies to the regional repository",
         ],
     ),
     DemoRecommendation(
-        "R-2023-07",
+        7,
         "Exchange performance information every year",
         "Offices should agree a small set of performance indicators (pendency, backlog, "
         "e-filing rate, user satisfaction) and exchange them annually on a common template.",
         "Exchange of performance information",
         Priority.LOW,
-        date(2025, 3, 31),
+        150,
         [
             "Compile the agreed performance indicators",
             "Submit the annual performance return",
         ],
     ),
     DemoRecommendation(
-        "R-2023-08",
+        8,
         "Pilot emerging technologies in classification and search",
         "Offices should pilot machine-learning tools for classification and prior-art search, "
         "evaluate them against examiners' results and share the evaluations.",
         "Use of emerging technologies",
         Priority.LOW,
-        date(2027, 6, 30),
+        365,
         [
             "Run a pilot of automated goods-and-services classification",
             "Evaluate an AI-assisted prior-art search tool",
         ],
     ),
     DemoRecommendation(
-        "R-2023-09",
+        9,
         "Measure user experience of online services",
         "Offices should survey users of their online services regularly and publish what they "
         "changed in response.",
         "Digital public services",
         Priority.MEDIUM,
-        date(2026, 9, 30),
+        260,
         [
             "Run the annual user satisfaction survey",
             "Publish the actions taken on survey results",
@@ -192,19 +213,17 @@ RECOMMENDATIONS = [
     ),
 ]
 
-#: (status, days from today to the deadline: lowest, highest, progress range)
-SCENARIOS: list[tuple[Status, int, int, tuple[int, int]]] = [
-    (Status.VERIFIED, -400, -30, (100, 100)),
-    (Status.IN_PROGRESS, -120, -1, (10, 80)),  # overdue
-    (Status.IN_PROGRESS, 0, 14, (40, 90)),  # due soon
-    (Status.NOT_STARTED, 20, 300, (0, 0)),
-    (Status.COMPLETED, -60, 60, (100, 100)),  # awaiting verification
-    (Status.IN_PROGRESS, 30, 365, (10, 60)),
-    (Status.NOT_STARTED, -45, -2, (0, 0)),  # overdue, never started
-    (Status.BLOCKED, -20, 90, (20, 50)),
-    (Status.VERIFIED, -300, -60, (100, 100)),
-    (Status.NOT_STARTED, 1, 10, (0, 0)),  # due soon
-]
+#: The recent recommendation, sent to every office about three weeks ago (code R-<year>-01).
+NEW_RECOMMENDATION = DemoRecommendation(
+    1,
+    "Offer a single online account for all IP services",
+    "Applicants should reach every online service of the office (filing, payment, file "
+    "inspection, renewals) with one account and one sign-in.",
+    "Digital public services",
+    Priority.MEDIUM,
+    300,
+    ["Offer a single sign-in across the office's online services"],
+)
 
 RESPONSES = [
     ResponseKind.ACCEPTED,
@@ -236,24 +255,26 @@ def demo_users() -> list[tuple[str, str, Role, str | None]]:
     return users
 
 
+def is_deputy(email: str) -> bool:
+    """True for the second focal point of an office (the deputy on half of its actions)."""
+    return email.startswith("deputy.")
+
+
 def seed_demo(today: date, password: str = DEFAULT_PASSWORD) -> dict[str, int]:
-    """Load the demo data for ``today``, skipping what exists; returns counts of rows added."""
-    added = {
-        "offices": 0,
-        "users": 0,
-        "recommendations": 0,
-        "responses": 0,
-        "actions": 0,
-        "updates": 0,
-        "extension requests": 0,
-    }
+    """Load the demo data with its history placed relative to ``today``, skipping what exists.
+
+    Returns counts of rows added. The history's dates all derive from ``today`` (see
+    tracker/demo_history.py), so the demo looks the same whenever it is loaded.
+    """
+    added = dict.fromkeys(
+        ("offices", "users", "recommendations", "responses", "actions", "updates", "extension requests"), 0
+    )
+    line = Timeline(today)
     offices = _seed_offices(added)
-    users = _seed_users(offices, password, added)
-    source = db.session.scalar(sa.select(Source).where(Source.title == SOURCE["title"]))
-    if source is None:
-        source = Source(**SOURCE)
-        db.session.add(source)
-    recommendations = _seed_recommendations(source, added)
+    users = _seed_users(offices, password, line, added)
+    reviewer = users["reviewer@demo.test"]
+    source = _source(SOURCE_TITLE, line.dialogue, 5)
+    recommendations = _seed_recommendations(source, RECOMMENDATIONS, line, line.adopted, added)
     existing = {
         (rec_id, office_id, title)
         for rec_id, office_id, title in db.session.execute(
@@ -261,127 +282,139 @@ def seed_demo(today: date, password: str = DEFAULT_PASSWORD) -> dict[str, int]:
         )
     }
     responded = set(db.session.execute(sa.select(OfficeResponse.recommendation_id, OfficeResponse.office_id)))
-    reviewer = users["reviewer@demo.test"]
+    #: (office code, kind) → the actions placed so, for the extension requests.
+    placed: dict[tuple[str, str], list[ActionItem]] = {}
     for o_index, (code, *_rest) in enumerate(OFFICES):
         office = offices[code]
         focal = users[f"focal.{code.lower()}@demo.test"]
         deputy = users[f"deputy.{code.lower()}@demo.test"]
+        kinds = iter(office_kinds(o_index))
         for r_index, demo in enumerate(RECOMMENDATIONS):
-            rec = recommendations[demo.code]
-            rng = random.Random(f"{code}:{demo.code}")
+            rec = recommendations[demo.number]
+            rng = random.Random(f"{code}:{demo.number}")
             if (rec.id, office.id) not in responded:
                 kind = RESPONSES[(o_index + r_index) % len(RESPONSES)]
-                db.session.add(
-                    OfficeResponse(
-                        recommendation=rec,
-                        office=office,
-                        response=kind.value,
-                        comment=_response_comment(kind),
-                        responded_by=focal,
-                        responded_at=datetime.combine(date(2023, 4, 15), time(9), UTC),
-                    )
-                )
+                moment = at(line.adopted + timedelta(days=rng.randint(20, 70)), rng)
+                _respond(rec, office, focal, kind, moment)
                 added["responses"] += 1
-            count = 1 + (o_index + r_index) % 2
-            for k in range(count):
+            for k in range(1 + (o_index + r_index) % 2):
                 title = demo.actions[(o_index + k) % len(demo.actions)]
+                kind_name = next(kinds)
                 if (rec.id, office.id, title) in existing:
                     continue
-                scenario = SCENARIOS[(o_index * 3 + r_index * 7 + k * 5) % len(SCENARIOS)]
                 owner, second = (focal, deputy) if (o_index + k) % 2 == 0 else (deputy, focal)
-                _add_item(rec, office, title, owner, second, reviewer, scenario, today, rng, added)
+                item = _add_item(rec, office, title, owner, second, today)
+                done = place(kind_name, line, random.Random(f"{code}:{demo.number}:{k}"))
+                if done.status not in (Status.COMPLETED, Status.VERIFIED) and rec.target_date:
+                    done.deadline = min(done.deadline, max(rec.target_date, today + timedelta(days=30)))
+                item.deadline, item.status, item.progress = done.deadline, done.status.value, done.progress
+                added["updates"] += write_item(item, done, owner, reviewer, rng)
+                added["actions"] += 1
+                placed.setdefault((code, kind_name), []).append(item)
     db.session.flush()
-    _seed_extensions(today, users, reviewer, added)
+    _seed_recent(line, offices, users, added)
+    first_mail = db.session.scalar(sa.select(sa.func.max(Notification.id))) or 0
+    if not db.session.scalar(sa.select(sa.func.count(ExtensionRequest.id))):
+        seed_extensions(line, placed, users, added)
+    db.session.flush()
+    if not first_mail:  # the outbox was empty: the mails the recent decisions caused
+        recent_decision_mails(line)
+        decision_mails(line)
+        request_and_proposal_mails()
+        _last_digest(line)
+        mark_sent(first_mail)
     db.session.flush()
     return added
 
 
-def _seed_extensions(today: date, users: dict[str, User], reviewer: User, added: dict[str, int]) -> None:
-    """Extension requests: three offices wait for a decision on an overdue action, two had one approved.
-
-    Skipped when any request exists already (the demo is loaded once).
-    """
-    if db.session.scalar(sa.select(sa.func.count(ExtensionRequest.id))):
-        return
-    open_items = db.session.scalars(
-        sa.select(ActionItem)
-        .join(ActionItem.office)
-        .where(ActionItem.status.in_([Status.IN_PROGRESS.value, Status.BLOCKED.value]))
-        .order_by(Office.code, ActionItem.id)
-    ).all()
-    overdue = [item for item in open_items if item.deadline < today]
-    later = [item for item in open_items if item.deadline >= today]
-    noon = time(3)
-    pending_offices: set[int] = set()
-    for item in overdue:
-        if len(pending_offices) == 3 or item.office_id in pending_offices:
-            continue
-        pending_offices.add(item.office_id)
-        asker = users[f"focal.{item.office.code.lower()}@demo.test"]
-        asked = datetime.combine(today - timedelta(days=4), noon, UTC)
-        reason = "The supplier delivered late; we need one more quarter to test and launch."
-        request = ExtensionRequest(
-            action_item=item,
-            requested_by=asker,
-            requested_at=asked,
-            current_deadline=item.deadline,
-            requested_deadline=item.deadline + timedelta(days=120),
-            reason=reason,
-            state=ExtensionState.PENDING.value,
-        )
-        db.session.add(request)
-        _extension_history(item, request, asker, asked, HistoryEvent.EXTENSION_REQUESTED, reason, added)
-    for item in [i for i in later if i.office_id not in pending_offices][:2]:
-        # Approved months ago: the current deadline lies 60 days past the agreed one.
-        asker = users[f"focal.{item.office.code.lower()}@demo.test"]
-        asked = datetime.combine(today - timedelta(days=90), noon, UTC)
-        decided = asked + timedelta(days=3)
-        item.agreed_deadline = item.deadline - timedelta(days=60)
-        reason = "The new law on electronic signatures takes effect two months later than planned."
-        request = ExtensionRequest(
-            action_item=item,
-            requested_by=asker,
-            requested_at=asked,
-            current_deadline=item.agreed_deadline,
-            requested_deadline=item.deadline,
-            reason=reason,
-            state=ExtensionState.APPROVED.value,
-            decided_by=reviewer,
-            decided_at=decided,
-            decision_note="Agreed: the delay is outside the office's control.",
-        )
-        db.session.add(request)
-        _extension_history(item, request, asker, asked, HistoryEvent.EXTENSION_REQUESTED, reason, added)
-        _extension_history(
-            item, request, reviewer, decided, HistoryEvent.EXTENSION_APPROVED, request.decision_note, added
-        )
-
-
-def _extension_history(
-    item: ActionItem,
-    request: ExtensionRequest,
-    author: User,
-    at: datetime,
-    event: HistoryEvent,
-    note: str | None,
-    added: dict[str, int],
+def _seed_recent(
+    line: Timeline, offices: dict[str, Office], users: dict[str, User], added: dict[str, int]
 ) -> None:
-    old = request.current_deadline
-    db.session.add(
-        ActionUpdate(
-            action_item=item,
-            author=author,
-            created_at=at,
-            old_deadline=old,
-            new_deadline=request.requested_deadline,
-            note=note,
-            event=event.value,
-            extension=request,
+    """The recommendation sent to every office three weeks ago, the answers so far, the proposals
+    made for it, and the absences around today."""
+    meeting = _source(MEETING_TITLE, line.meeting, 3)
+    rec = _seed_recommendations(
+        meeting, [NEW_RECOMMENDATION], line, line.meeting + timedelta(days=10), added
+    )[NEW_RECOMMENDATION.number]
+    reviewer = users["reviewer@demo.test"]
+    asked = set(
+        db.session.scalars(
+            sa.select(ResponseRequest.office_id).where(ResponseRequest.recommendation_id == rec.id)
         )
     )
-    added["updates"] += 1
-    if event is HistoryEvent.EXTENSION_REQUESTED:
-        added["extension requests"] += 1
+    responded = set(
+        db.session.scalars(
+            sa.select(OfficeResponse.office_id).where(OfficeResponse.recommendation_id == rec.id)
+        )
+    )
+    titles = set(
+        db.session.scalars(sa.select(ActionItem.office_id).where(ActionItem.recommendation_id == rec.id))
+    )
+    rng = random.Random("recent")
+    sent_at = at(line.days_ago(21), rng)
+    for index, (code, *_rest) in enumerate(OFFICES):
+        office, focal = offices[code], users[f"focal.{code.lower()}@demo.test"]
+        if office.id not in asked:
+            db.session.add(
+                ResponseRequest(
+                    recommendation=rec, office=office, requested_by=reviewer, requested_at=sent_at
+                )
+            )
+        if code in ANSWERED and office.id not in responded:
+            kind = ResponseKind.PARTIALLY_ACCEPTED if code == "MY" else ResponseKind.ACCEPTED
+            _respond(rec, office, focal, kind, at(line.days_ago(19 - 2 * index % 17), rng))
+            added["responses"] += 1
+        if code in PROPOSALS and office.id not in titles:
+            item = _add_item(
+                rec,
+                office,
+                NEW_RECOMMENDATION.actions[0],
+                focal,
+                users[f"deputy.{code.lower()}@demo.test"],
+                line.today,
+            )
+            added["updates"] += propose(item, PROPOSALS[code], line, focal, reviewer, rng)
+            added["actions"] += 1
+    seed_absences(line, users)
+
+
+#: Offices that answered the recent recommendation, and what became of their proposed actions.
+ANSWERED = ("ID", "KH", "MY", "PH", "SG", "TH", "VN")
+PROPOSALS = {"PH": "proposed", "VN": "proposed", "ID": "accepted", "KH": "declined"}
+
+
+def _last_digest(line: Timeline) -> None:
+    """The last quarter's digest, as the managers received it on the first morning of this quarter."""
+    from tracker.notifications.compose import compose_digests
+
+    first = line.quarter.first_day
+    if first < line.today:
+        compose_digests(line.quarter.previous, datetime.combine(first, time(1), UTC))
+
+
+def _source(title: str, starts_on: date, days: int) -> Source:
+    """The demo source of that title, made with its dates if missing."""
+    source = db.session.scalar(sa.select(Source).where(Source.title == title))
+    if source is None:
+        place_name = title.rsplit(", ", 1)[-1]
+        source = Source(
+            title=title, place=place_name, starts_on=starts_on, ends_on=starts_on + timedelta(days=days - 1)
+        )
+        db.session.add(source)
+    return source
+
+
+def _respond(rec: Recommendation, office: Office, focal: User, kind: ResponseKind, moment: datetime) -> None:
+    db.session.add(
+        OfficeResponse(
+            recommendation=rec,
+            office=office,
+            response=kind.value,
+            comment=_response_comment(kind),
+            responded_by=focal,
+            responded_at=moment,
+        )
+    )
 
 
 def _seed_offices(added: dict[str, int]) -> dict[str, Office]:
@@ -394,35 +427,55 @@ def _seed_offices(added: dict[str, int]) -> dict[str, Office]:
     return offices
 
 
-def _seed_users(offices: dict[str, Office], password: str, added: dict[str, int]) -> dict[str, User]:
+def _seed_users(
+    offices: dict[str, Office], password: str, line: Timeline, added: dict[str, int]
+) -> dict[str, User]:
+    """The demo accounts, made when the recommendations were adopted."""
     users = {u.email: u for u in db.session.scalars(sa.select(User))}
+    made = datetime.combine(line.adopted, time(2), UTC)
+    hashed: str | None = None
     for email, name, role, code in demo_users():
         if email not in users:
             user = User(email=email, name=name, role=role.value, office=offices[code] if code else None)
-            user.set_password(password)
+            # One (salted, slow) hash for the shared password: thirty would take half a minute.
+            if hashed is None:
+                user.set_password(password)
+                hashed = user.password_hash
+            user.password_hash = hashed
+            user.created_at = made
             users[email] = user
             db.session.add(user)
             added["users"] += 1
     return users
 
 
-def _seed_recommendations(source: Source, added: dict[str, int]) -> dict[str, Recommendation]:
-    recs = {r.code: r for r in db.session.scalars(sa.select(Recommendation))}
-    for demo in RECOMMENDATIONS:
-        if demo.code not in recs:
-            recs[demo.code] = Recommendation(
+def _seed_recommendations(
+    source: Source, demos: list[DemoRecommendation], line: Timeline, adopted: date, added: dict[str, int]
+) -> dict[int, Recommendation]:
+    """The source's recommendations by number, coded with the year of the source."""
+    year = source.starts_on.year if source.starts_on else line.today.year
+    codes = {demo.code(year): demo for demo in demos}
+    found = {
+        r.code: r for r in db.session.scalars(sa.select(Recommendation).where(Recommendation.code.in_(codes)))
+    }
+    for code, demo in codes.items():
+        if code not in found:
+            made = datetime.combine(adopted, time(4), UTC)
+            found[code] = Recommendation(
                 source=source,
-                code=demo.code,
+                code=code,
                 title=demo.title,
                 text=demo.text,
                 theme=demo.theme,
                 priority=demo.priority.value,
-                target_date=demo.target_date,
+                target_date=line.today + timedelta(days=demo.target_in),
+                created_at=made,
+                updated_at=made,
             )
-            db.session.add(recs[demo.code])
+            db.session.add(found[code])
             added["recommendations"] += 1
     db.session.flush()
-    return recs
+    return {codes[code].number: rec for code, rec in found.items()}
 
 
 def _response_comment(kind: ResponseKind) -> str | None:
@@ -433,23 +486,9 @@ def _response_comment(kind: ResponseKind) -> str | None:
 
 
 def _add_item(
-    rec: Recommendation,
-    office: Office,
-    title: str,
-    owner: User,
-    deputy: User,
-    reviewer: User,
-    scenario: tuple[Status, int, int, tuple[int, int]],
-    today: date,
-    rng: random.Random,
-    added: dict[str, int],
-) -> None:
-    """One action item and the history that led to its status."""
-    status, low, high, (p_low, p_high) = scenario
-    deadline = today + timedelta(days=rng.randint(low, high))
-    progress = rng.randint(p_low, p_high)
-    noon = time(3)  # about the middle of the working day in the region, in UTC
-    agreed = datetime.combine(today - timedelta(days=rng.randint(400, 600)), noon, UTC)
+    rec: Recommendation, office: Office, title: str, owner: User, deputy: User, today: date
+) -> ActionItem:
+    """A new action (its dates, status and history are placed by the caller)."""
     item = ActionItem(
         recommendation=rec,
         office=office,
@@ -457,91 +496,7 @@ def _add_item(
         description=f"{office.country}: {title.lower()}, as agreed in the action plan for {rec.code}.",
         owner=owner,
         deputy=deputy,
-        deadline=deadline,
-        status=status.value,
-        progress=progress,
-        created_at=agreed,
+        deadline=today,
     )
-    history = [
-        ActionUpdate(
-            author=reviewer,
-            created_at=agreed,
-            new_status=Status.NOT_STARTED.value,
-            new_progress=0,
-            new_deadline=deadline,
-            note="Action agreed with the office in its action plan.",
-        )
-    ]
-    # Steps between "agreed" and "yesterday", so the history reads in order and ends in the past.
-    step = max(1, (today - agreed.date()).days // 5)
-    moment = agreed
-    if status is not Status.NOT_STARTED:
-        moment += timedelta(days=rng.randint(1, step))
-        history.append(
-            _update(
-                owner, moment, Status.NOT_STARTED, Status.IN_PROGRESS, 0, min(progress, 30), "Work started."
-            )
-        )
-    if status is Status.BLOCKED:
-        moment += timedelta(days=rng.randint(1, step))
-        history.append(
-            _update(
-                owner,
-                moment,
-                Status.IN_PROGRESS,
-                Status.BLOCKED,
-                min(progress, 30),
-                progress,
-                "Waiting for the budget to be approved.",
-            )
-        )
-    if status is Status.IN_PROGRESS and progress > 30:
-        moment += timedelta(days=rng.randint(1, step))
-        history.append(
-            _update(owner, moment, Status.IN_PROGRESS, Status.IN_PROGRESS, 30, progress, "Progress report.")
-        )
-    if status in (Status.COMPLETED, Status.VERIFIED):
-        moment += timedelta(days=rng.randint(1, step))
-        history.append(
-            _update(
-                owner,
-                moment,
-                Status.IN_PROGRESS,
-                Status.COMPLETED,
-                30,
-                100,
-                "Done; the announcement is published on the office website.",
-            )
-        )
-    if status is Status.VERIFIED:
-        moment += timedelta(days=rng.randint(1, step))
-        history.append(
-            _update(
-                reviewer,
-                moment,
-                Status.COMPLETED,
-                Status.VERIFIED,
-                100,
-                100,
-                "Verified against the evidence.",
-            )
-        )
-    item.updated_at = moment
-    item.updates = history
     db.session.add(item)
-    added["actions"] += 1
-    added["updates"] += len(history)
-
-
-def _update(
-    author: User, at: datetime, old: Status, new: Status, old_progress: int, new_progress: int, note: str
-) -> ActionUpdate:
-    return ActionUpdate(
-        author=author,
-        created_at=at,
-        old_status=old.value,
-        new_status=new.value,
-        old_progress=old_progress,
-        new_progress=new_progress,
-        note=note,
-    )
+    return item

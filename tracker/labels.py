@@ -21,6 +21,7 @@ ROLE_LABELS = {
 }
 
 STATUS_LABELS = {
+    Status.PROPOSED: _l("Proposed, awaiting acceptance"),
     Status.NOT_STARTED: _l("Not started"),
     Status.IN_PROGRESS: _l("In progress"),
     Status.BLOCKED: _l("Blocked"),
@@ -60,6 +61,8 @@ KIND_LABELS = {
     NotificationKind.EXTENSION_DECIDED: _l("decisions on deadline extensions"),
     NotificationKind.RELAY_ALERT: _l("alerts about the mail relay"),
     NotificationKind.JOB_DONE: _l("exports and imports that are ready"),
+    NotificationKind.RESPONSE_REQUEST: _l("requests for your office’s response to a recommendation"),
+    NotificationKind.PROPOSAL_DECIDED: _l("decisions on actions you proposed"),
 }
 
 
@@ -76,6 +79,9 @@ EVENT_LABELS = {
     HistoryEvent.REOPENED: _l("Reopened"),
     HistoryEvent.WITHDRAWN: _l("Completion report withdrawn"),
     HistoryEvent.IMPORTED: _l("Imported"),
+    HistoryEvent.PROPOSED: _l("Proposed by the office"),
+    HistoryEvent.ACCEPTED: _l("Proposal accepted into the plan"),
+    HistoryEvent.DECLINED: _l("Proposal declined"),
 }
 
 

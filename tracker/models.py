@@ -67,16 +67,21 @@ class Status(enum.StrEnum):
     COMPLETED = "completed"  # reported done, awaiting verification
     VERIFIED = "verified"  # closed by a reviewer
     CANCELLED = "cancelled"
+    #: Put forward by its office, not yet accepted into the plan by a reviewer: no deadline runs.
+    PROPOSED = "proposed"
 
 
-#: Statuses in which an item no longer counts as overdue (the one definition; import it).
-CLOSED_STATUSES = frozenset({Status.COMPLETED, Status.VERIFIED, Status.CANCELLED})
+#: Statuses in which an item does not (or no longer) count as overdue: nobody works against its
+#: deadline (the one definition; import it). A proposal is not in the plan yet.
+CLOSED_STATUSES = frozenset({Status.PROPOSED, Status.COMPLETED, Status.VERIFIED, Status.CANCELLED})
 #: SQL for "the item is open", as tracker/actions/queries.py writes it (the partial index matches it).
 OPEN_STATUSES_SQL = "status IN ({})".format(
     ", ".join(f"'{s.value}'" for s in sorted(set(Status) - CLOSED_STATUSES))
 )
 #: Statuses that count as done for the completion rate: reported completed, or verified.
 DONE_STATUSES = (Status.COMPLETED.value, Status.VERIFIED.value)
+#: Statuses outside the plan, left out of every rate's denominator: cancelled, or only proposed.
+UNCOUNTED_STATUSES = (Status.PROPOSED.value, Status.CANCELLED.value)
 
 
 def completion_rate(done: int, counted: int) -> float | None:
@@ -122,6 +127,10 @@ class NotificationKind(enum.StrEnum):
     EXTENSION_DECIDED = "extension_decided"
     RELAY_ALERT = "relay_alert"
     JOB_DONE = "job_done"
+    #: A recommendation sent to an office: its focal points are asked to respond.
+    RESPONSE_REQUEST = "response_request"
+    #: A reviewer accepted or declined an action the office proposed; its proposer is told.
+    PROPOSAL_DECIDED = "proposal_decided"
 
 
 class ExtensionState(enum.StrEnum):
@@ -147,6 +156,9 @@ class HistoryEvent(enum.StrEnum):
     REOPENED = "reopened"
     WITHDRAWN = "withdrawn"  # the office withdrew its completion report
     IMPORTED = "imported"
+    PROPOSED = "proposed"  # put forward by the office, awaiting a reviewer
+    ACCEPTED = "accepted"  # a reviewer accepted the proposal into the plan
+    DECLINED = "declined"  # a reviewer declined the proposal (the item is cancelled)
 
 
 class NotificationState(enum.StrEnum):
@@ -360,6 +372,23 @@ class OfficeResponse(db.Model):
     recommendation: Mapped[Recommendation] = relationship()
     office: Mapped[Office] = relationship()
     responded_by: Mapped[User | None] = relationship()
+
+
+class ResponseRequest(db.Model):
+    """A recommendation sent to one office: its focal points are asked to respond (once per pair)."""
+
+    __tablename__ = "response_request"
+    __table_args__ = (sa.UniqueConstraint("recommendation_id", "office_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    recommendation_id: Mapped[int] = mapped_column(sa.ForeignKey("recommendation.id"))
+    office_id: Mapped[int] = mapped_column(sa.ForeignKey("office.id"), index=True)
+    requested_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("user_account.id"))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    recommendation: Mapped[Recommendation] = relationship()
+    office: Mapped[Office] = relationship()
+    requested_by: Mapped[User | None] = relationship()
 
 
 class ActionItem(db.Model):
@@ -904,8 +933,20 @@ event.listen(
 )
 
 
+#: The classes whose writes raise the data version (what the dashboard and the lists count).
+_WATCHED = (
+    Office,
+    Recommendation,
+    ActionItem,
+    ActionUpdate,
+    ExtensionRequest,
+    OfficeResponse,
+    ResponseRequest,
+)
+
+
 def _watched(instance: object) -> bool:
-    return isinstance(instance, Office | Recommendation | ActionItem | ActionUpdate | ExtensionRequest)
+    return isinstance(instance, _WATCHED)
 
 
 def mark_data_changed(session: sa.orm.Session) -> None:

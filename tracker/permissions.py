@@ -38,6 +38,12 @@ class Perm(enum.StrEnum):
     #: Title, description, owner, deputy: agreeing the action plan.
     EDIT_ACTION = "edit_action"
     CREATE_ACTION = "create_action"
+    #: Put forward an action for the office's own plan; it stays "proposed" until accepted.
+    PROPOSE_ACTION = "propose_action"
+    #: Accept a proposed action into the plan, or decline it with a note.
+    DECIDE_PROPOSAL = "decide_proposal"
+    #: Send a recommendation to offices: a response request each, optionally a first action.
+    SEND_RECOMMENDATION = "send_recommendation"
     CANCEL_ACTION = "cancel_action"
     VERIFY_ACTION = "verify_action"
     #: Move a verified action back to in progress, with a note.
@@ -77,6 +83,9 @@ RULES: dict[Perm, dict[Role, Scope]] = {
     Perm.UPDATE_ACTION: {A: ALL, R: ALL, F: OWN},
     Perm.EDIT_ACTION: {A: ALL, R: ALL},
     Perm.CREATE_ACTION: {A: ALL, R: ALL},
+    Perm.PROPOSE_ACTION: {F: OWN},
+    Perm.DECIDE_PROPOSAL: {A: ALL, R: ALL},
+    Perm.SEND_RECOMMENDATION: {A: ALL, R: ALL},
     Perm.CANCEL_ACTION: {A: ALL, R: ALL},
     Perm.VERIFY_ACTION: {A: ALL, R: ALL},
     Perm.REOPEN_ACTION: {A: ALL, R: ALL},

@@ -49,6 +49,7 @@ from tracker.models import (
     Office,
     OfficeResponse,
     Recommendation,
+    ResponseRequest,
     SchedulerLease,
     User,
     UserSession,
@@ -214,6 +215,7 @@ MAIN_PAGES = [
     MainPage("dashboard", "reviewer", "/dashboard"),
     MainPage("recommendations", "reviewer", "/recommendations"),
     MainPage("recommendation", "reviewer", "/recommendations/{recommendation}"),
+    MainPage("recommendation-send", "reviewer", "/recommendations/{recommendation}/send"),
     MainPage("offices", "reviewer", "/offices"),
     MainPage("office", "reviewer", "/offices/SG"),
     MainPage("action", "focal_sg", "/actions/{item}"),
@@ -222,9 +224,15 @@ MAIN_PAGES = [
     MainPage("action-form-new", "reviewer", "/offices/SG/actions/new"),
     MainPage("action-form-edit", "reviewer", "/actions/{item}/edit"),
     MainPage("my-actions", "focal_sg", "/my"),
+    MainPage("my-actions-overdue", "focal_sg", "/my?show=overdue"),
     MainPage("verification", "reviewer", "/verification"),
+    MainPage("verification-filtered", "reviewer", "/verification?office=SG&kind=proposals"),
+    MainPage("verify-several", "reviewer", "/verification/verify?id={completed}"),
+    MainPage("propose-action", "focal_sg", "/offices/SG/actions/propose"),
+    MainPage("proposal-decision", "reviewer", "/actions/{proposal}/proposal"),
     MainPage("verify-confirmation", "reviewer", "/actions/{completed}/verify"),
     MainPage("action-extension-decision", "reviewer", "/actions/{overdue}"),
+    MainPage("admin-home", "admin", "/admin"),
     MainPage("outbox", "admin", "/admin/outbox"),
     MainPage("outbox-message", "admin", "/admin/outbox/{failed_mail}"),
     MainPage("audit-log", "admin", "/admin/audit"),
@@ -366,6 +374,17 @@ def pages_data(app: Flask, world: World) -> dict[str, int]:
             requested_deadline=overdue.deadline + timedelta(days=90),
             reason="The trainers are only free next quarter.",
         )
+        # An action the office proposed: in the review queue with its Accept and Decline buttons.
+        proposal = ActionItem(
+            recommendation=rec,
+            office=sg,
+            title="Translate the e-filing guide",
+            description="Into the four official languages.",
+            owner=focal_sg,
+            deadline=today + timedelta(days=120),
+            status="proposed",
+        )
+        proposal.updates = [ActionUpdate(author=focal_sg, new_status="proposed", event="proposed")]
         # focal_sg is signed in on a phone too: the profile lists it with its "End" link.
         phone = UserSession(
             user_id=focal_sg.id,
@@ -380,8 +399,10 @@ def pages_data(app: Flask, world: World) -> dict[str, int]:
             "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
         )
         db.session.add_all(
-            [rec2, completed, overdue, blocked, verified, response, *mails, lease, extension, phone]
+            [rec2, completed, overdue, blocked, verified, response, *mails, lease, extension, phone, proposal]
         )
+        # R-1 was sent to MY, which has not responded: its focal point sees the request.
+        db.session.add(ResponseRequest(recommendation=rec, office=my, requested_by=reviewer))
         # The programme manager has a second factor: the sign-in asks them for a code.
         manager = db.session.get(User, world.user_ids["manager"])
         key, enrolled_at = twofactor.new_secret(), now - timedelta(minutes=5)
@@ -392,6 +413,7 @@ def pages_data(app: Flask, world: World) -> dict[str, int]:
             "recommendation": world.recommendation_id,
             "completed": completed.id,
             "overdue": overdue.id,
+            "proposal": proposal.id,
             "failed_mail": mails[0].id,
             "other_session": phone.id,
         }
@@ -415,7 +437,7 @@ def visitor(browser, live_server, world: World) -> Iterator[Callable[..., object
                 page.get_by_label("Email").fill(world.users[role])
                 page.get_by_label("Password", exact=True).fill(PASSWORD)
                 page.get_by_role("button", name="Sign in").click()
-                page.wait_for_url(re.compile(r"/$"))
+                page.wait_for_url(lambda url: "/auth/" not in url)  # each role lands on its own page
             contexts[key] = page
         return contexts[key]
 
@@ -657,7 +679,7 @@ def test_sign_in_form_by_keyboard(visitor, pages_data):
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
     page.keyboard.press("Enter")
-    page.wait_for_url(re.compile(r"/$"))
+    page.wait_for_url(re.compile(r"/my$"))  # a focal point starts on My work
     assert page.get_by_role("button", name="Sign out").is_visible()
 
 

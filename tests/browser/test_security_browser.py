@@ -16,7 +16,7 @@ def test_the_pages_break_no_rule_of_the_policy(page, world):
     page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
     page.add_init_script(REPORT_VIOLATIONS)  # run by the browser itself: the policy does not apply
     page.goto("/auth/login")
-    _sign_in(page, world.users["admin"])
+    _sign_in(page, world.users["admin"], "/admin")
     urls = [
         "/",
         f"/actions/{world.items['SG']}",
@@ -68,7 +68,7 @@ def test_the_outbox_shows_a_message_with_its_own_styles_and_nothing_refused(page
     messages: list[str] = []
     page.on("console", lambda m: messages.append(m.text))
     page.goto("/auth/login")
-    _sign_in(page, world.users["admin"])
+    _sign_in(page, world.users["admin"], "/admin")
     page.goto(f"/admin/outbox/{notification_id}")
     frame = page.frame_locator("iframe.mail-html")
     assert frame.locator("#m").evaluate("e => getComputedStyle(e).color") == "rgb(200, 0, 0)"

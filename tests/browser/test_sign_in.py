@@ -4,17 +4,20 @@ from tests.browser.conftest import screenshot
 from tests.conftest import PASSWORD
 
 
-def _sign_in(page, email: str) -> None:
+def _sign_in(page, email: str, lands_on: str) -> None:
+    """Open the site's address, sign in, and land on the role's own page."""
     page.goto("/")
     assert "/auth/login" in page.url
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url("**/")
+    page.wait_for_url(f"**{lands_on}")
 
 
 def test_focal_point_signs_in_and_sees_their_office_only(page, world):
-    _sign_in(page, world.users["focal_sg"])
+    _sign_in(page, world.users["focal_sg"], "/my")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Actions").click()
+    page.wait_for_url("**/")
     rows = page.locator("table.list tbody tr")
     assert rows.count() == 1
     assert "E-filing for SG" in rows.first.inner_text()
@@ -35,7 +38,9 @@ def test_wrong_password_shows_one_message(page, world):
 
 
 def test_reviewer_sees_every_office_and_signs_out(page, world):
-    _sign_in(page, world.users["reviewer"])
+    _sign_in(page, world.users["reviewer"], "/verification")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Actions").click()
+    page.wait_for_url("**/")
     text = page.locator("table.list").inner_text()
     assert "E-filing for SG" in text and "E-filing for MY" in text
     screenshot(page, "home-reviewer")
@@ -47,7 +52,8 @@ def test_reviewer_sees_every_office_and_signs_out(page, world):
 def test_phone_width_stacks_the_list(browser, live_server, world):
     context = browser.new_context(base_url=live_server, viewport={"width": 375, "height": 800})
     page = context.new_page()
-    _sign_in(page, world.users["reviewer"])
+    _sign_in(page, world.users["reviewer"], "/verification")
+    page.goto("/")
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 375, f"page is {width}px wide on a 375px screen"
     screenshot(page, "home-phone")

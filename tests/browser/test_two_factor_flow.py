@@ -18,7 +18,7 @@ def test_enrol_from_the_profile_then_sign_in_with_the_code(page, world):
     page.get_by_label("Email").fill(world.users["focal_sg"])
     page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url("**/")
+    page.wait_for_url("**/my")  # a focal point starts on My work
 
     page.goto("/profile")
     section = page.locator("section", has=page.get_by_role("heading", name="Two-factor authentication"))
@@ -60,6 +60,6 @@ def test_enrol_from_the_profile_then_sign_in_with_the_code(page, world):
     # The code used to enrol is spent; the next step's (a phone clock a little ahead) is accepted.
     code_field.fill(totp.at(time.time() + 30))
     page.get_by_role("button", name="Verify").click()
-    page.wait_for_url("**/")
+    page.wait_for_url("**/my")
     assert page.get_by_role("button", name="Sign out").is_visible()
     assert not problems, problems

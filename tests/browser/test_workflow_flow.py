@@ -13,12 +13,12 @@ from tracker.models import EvidenceFile
 
 
 def sign_in(page, email: str) -> None:
-    """Sign in through the form and land on the home page."""
+    """Sign in through the form and land on the role's own page (My work, the review queue, …)."""
     page.goto("/auth/login")
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile(r"/$"))
+    page.wait_for_url(lambda url: "/auth/" not in url)
 
 
 def save_update(

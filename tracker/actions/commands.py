@@ -188,6 +188,8 @@ def check_update(
             raise WorkflowError(_("Describe what was done in the note, or attach evidence."), "note")
     elif not workflow.may_update_in_place(actor, item):
         require(actor, Perm.UPDATE_ACTION, item)
+        if current == Status.PROPOSED:
+            raise StateConflict(_("This action is only proposed: it can change once a reviewer accepts it."))
         raise WorkflowError(_("This action is closed; it can no longer be changed."), "status")
 
     if request.progress is None:
@@ -443,6 +445,16 @@ def check_new_action(
     require(actor, Perm.VIEW_OFFICE, office, hide=True)
     require(actor, Perm.CREATE_ACTION, office)
     return _checked(office, fields, None, lookups)
+
+
+def check_proposed_action(
+    actor: User, office: Office, fields: ActionFields
+) -> tuple[str, Recommendation, User, User | None]:
+    """The rules of an action an office proposes for its own plan: the same fields as a new action
+    (:func:`check_new_action`), put forward by one of the office's focal points."""
+    require(actor, Perm.VIEW_OFFICE, office, hide=True)
+    require(actor, Perm.PROPOSE_ACTION, office)
+    return _checked(office, fields, None)
 
 
 def new_action_values(fields: ActionFields, title: str, now: datetime) -> dict[str, object]:

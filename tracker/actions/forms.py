@@ -1,4 +1,5 @@
-"""The forms of the action page: update, extension request and decision, verify, reopen, withdraw."""
+"""The forms of the action page and the review queue: update, extension request and decision, verify
+(one or several), reopen, withdraw, a proposal's decision."""
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
@@ -90,3 +91,18 @@ class WithdrawForm(FlaskForm):
     version = HiddenField(validators=[DataRequired()])
     note = TextAreaField(_l("Note (optional)"), validators=[Length(max=5000)])
     submit = SubmitField(_l("Withdraw the completion report"))
+
+
+class VerifySelectedForm(FlaskForm):
+    """Verify several completions after their confirmation page; the items come as ``item`` fields."""
+
+    submit = SubmitField(_l("Verify"))
+
+
+class ProposalDecisionForm(FlaskForm):
+    """A reviewer accepts a proposed action into the plan, or declines it with a note."""
+
+    version = HiddenField(validators=[DataRequired()])
+    note = TextAreaField(_l("Note to the office (required to decline)"), validators=[Length(max=5000)])
+    accept = SubmitField(_l("Accept into the plan"))
+    decline = SubmitField(_l("Decline"))

@@ -206,6 +206,8 @@ class ActionFilters:
     open_only: bool = False
     #: Only the items this user owns or deputises (My work, the calendar); a manager: all of scope.
     assigned_to: User | None = None
+    #: Further terms on action_item's own columns (My work's counts filter the list with them).
+    where: tuple[sa.ColumnElement[bool], ...] = ()
 
     @property
     def overdue_only(self) -> bool:
@@ -216,6 +218,13 @@ class ActionFilters:
 def assigned_filters(user: User) -> ActionFilters:
     """My work and the calendar: the open items a person owns or deputises (a manager: their scope)."""
     return ActionFilters(open_only=True, assigned_to=user)
+
+
+def assigned_clause(user: User) -> sa.ColumnElement[bool]:
+    """The items a person owns or deputises; for a manager every item (their scope limits it)."""
+    if user.role == Role.MANAGER:
+        return sa.true()
+    return sa.or_(ActionItem.owner_id == user.id, ActionItem.deputy_id == user.id)
 
 
 def action_filters(args: Mapping[str, str]) -> ActionFilters:
@@ -272,9 +281,9 @@ def _conditions(user: User, now: datetime, filters: ActionFilters) -> list[sa.Co
         terms.append(ActionItem.deadline >= filters.due_after)
     if filters.open_only:
         terms.append(open_clause())
-    if filters.assigned_to is not None and filters.assigned_to.role != Role.MANAGER:
-        person = filters.assigned_to.id
-        terms.append(sa.or_(ActionItem.owner_id == person, ActionItem.deputy_id == person))
+    if filters.assigned_to is not None:
+        terms.append(assigned_clause(filters.assigned_to))
+    terms.extend(filters.where)
     if filters.overdue is not None:
         overdue = overdue_clause(now)
         terms.append(overdue if filters.overdue else sa.not_(overdue))

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from sqlalchemy.orm.exc import StaleDataError
@@ -14,13 +15,15 @@ from werkzeug.wrappers import Response
 from wtforms import SelectChoice
 
 from tracker import params
-from tracker.actions import commands, evidence, extensions, queries, services, workflow
+from tracker.actions import commands, evidence, extensions, proposals, queries, services, workflow
 from tracker.actions.forms import (
     ExtensionDecisionForm,
     ExtensionRequestForm,
+    ProposalDecisionForm,
     ReopenForm,
     UpdateForm,
     VerifyForm,
+    VerifySelectedForm,
     WithdrawForm,
 )
 from tracker.auth.services import safe_next_url
@@ -319,29 +322,165 @@ def _side_form(
 @bp.route("/my")
 @login_required
 def my_work() -> str:
-    """The open actions a person owns or deputises (a manager: all open actions of their scope)."""
+    """The open actions a person owns or deputises (a manager: all open actions of their scope),
+    with counts (overdue, due soon, awaiting verification, sent back) that filter the list."""
     now = datetime.now(UTC)
-    page = services.my_actions(current_user, now, params.page_arg(), current_app.config["TRACKER_PAGE_SIZE"])
+    show = request.args.get("show")
+    show = show if show in services.MY_WORK_FILTERS else None  # as the lists do: unknown is ignored
+    per_page = current_app.config["TRACKER_PAGE_SIZE"]
+    page = services.my_actions(current_user, now, params.page_arg(), per_page, show=show)
     covering = absences.covered_for(current_user, absences.today_of(current_user, now))
-    return render_template("actions/my.html", page=page, now=now, soon=timedelta(days=14), covering=covering)
+    return render_template(
+        "actions/my.html",
+        page=page,
+        now=now,
+        soon=timedelta(days=services.DUE_SOON_DAYS),
+        covering=covering,
+        show=show,
+        counts=services.my_work_counts(current_user, now),
+        filters=services.MY_WORK_FILTERS,
+    )
 
 
 @bp.route("/verification")
 @login_required
 def verification() -> str:
-    """The review queue: completions awaiting verification and extension requests, oldest first."""
+    """The review queue: completions, extension requests and proposed actions, the longest waiting
+    first, filtered by office, recommendation and kind (GET); completions can be verified together."""
     require(current_user, Perm.VERIFY_ACTION)
-    page = services.verification_queue(
-        current_user, params.page_arg(), current_app.config["TRACKER_PAGE_SIZE"]
+    filters = services.QueueFilters.from_args(request.args)
+    queue = services.review_queue(
+        current_user,
+        datetime.now(UTC),
+        filters,
+        params.page_arg(),
+        current_app.config["TRACKER_PAGE_SIZE"],
     )
-    reports = services.completion_reports([item.id for item in page.items])
     return render_template(
         "actions/verification.html",
-        page=page,
-        reports=reports,
-        extensions=services.pending_extensions(current_user),
+        queue=queue,
+        page=queue.page,
+        filters=filters,
+        offices=services.visible_offices(current_user),
+        recommendations=services.queue_recommendations(),
         decision_form=ExtensionDecisionForm(formdata=None),
+        proposal_form=ProposalDecisionForm(formdata=None),
     )
+
+
+def _chosen_versions() -> dict[int, int]:
+    """item id → version, from the confirmation's ``item`` fields ("id:version"); malformed ones dropped."""
+    chosen: dict[int, int] = {}
+    for value in request.form.getlist("item")[:500]:
+        item_id, _sep, version = value.partition(":")
+        if (number := params.whole_number(item_id)) and (seen := params.whole_number(version)):
+            chosen[number] = seen
+    return chosen
+
+
+@bp.route("/verification/verify", methods=["GET", "POST"])
+@login_required
+def verify_selected() -> ResponseReturnValue:
+    """Verify the completions chosen in the review queue: a confirmation page listing them (GET),
+    then each verified through the same command as one (POST); those changed meanwhile are skipped."""
+    require(current_user, Perm.VERIFY_ACTION)
+    filters = services.QueueFilters.from_args(request.values)
+    back = url_for(".verification", **filters.args())
+    form = VerifySelectedForm()
+    if request.method == "GET":
+        ids = [n for v in request.args.getlist("id")[:500] if (n := params.whole_number(v))]
+        items = services.verifiable(current_user, ids)
+        if not items:
+            flash(_("Choose at least one completion to verify."), "error")
+            return redirect(back)
+        ready = [item for item in items if item.status == Status.COMPLETED]
+        reports = services.completion_reports([item.id for item in ready])
+        return render_template(
+            "actions/verify_many.html",
+            items=items,
+            ready=ready,
+            reports=reports,
+            form=form,
+            filters=filters,
+            back=back,
+        )
+    if not form.validate_on_submit():
+        abort(400)
+    chosen = _chosen_versions()
+    now = datetime.now(UTC)
+    verified, skipped = [], []
+    for item in services.verifiable(current_user, list(chosen)):
+        request_ = commands.UpdateRequest(version=chosen[item.id], status=Status.VERIFIED.value)
+        title = item.title
+        if item.status != Status.COMPLETED:  # verified, sent back or withdrawn meanwhile
+            skipped.append(title)
+            continue
+        # One savepoint per item: an item refused or changed meanwhile leaves nothing behind.
+        savepoint = db.session.begin_nested()
+        try:
+            commands.record_update(current_user, item, now, request_)
+            savepoint.commit()
+        except (commands.WorkflowError, commands.ConflictError, StaleDataError):
+            savepoint.rollback()
+            skipped.append(title)
+        else:
+            verified.append(title)
+    db.session.commit()
+    if verified:
+        flash(ngettext("%(num)d action verified.", "%(num)d actions verified.", len(verified)), "success")
+    if skipped:
+        flash(
+            _(
+                "Not verified, as they changed meanwhile (check them in the queue): %(titles)s",
+                titles=", ".join(f"“{t}”" for t in skipped),
+            ),
+            "error",
+        )
+    return redirect(back)
+
+
+@bp.route("/actions/<int:action_id>/proposal", methods=["GET", "POST"])
+@login_required
+def decide_proposal(action_id: int) -> ResponseReturnValue:
+    """Accept a proposed action into the plan or decline it with a note (reviewers), from the review
+    queue or this page; the proposer is told."""
+    now = datetime.now(UTC)
+    item = _item_or_404(action_id)
+    require(current_user, Perm.DECIDE_PROPOSAL, item)
+    form = ProposalDecisionForm()
+    status = 200
+    if item.status != Status.PROPOSED:
+        form.form_errors.append(
+            _("This action is no longer a proposal: it is “%(status)s”.", status=status_label(item.status))
+        )
+        status = 409
+    elif form.validate_on_submit():
+        accept = bool(form.accept.data)
+        decide = proposals.accept_proposal if accept else proposals.decline_proposal
+        try:
+            decide(current_user, item, now, form.note.data or "", _version(form))
+            db.session.commit()
+        except commands.WorkflowError as exc:
+            db.session.rollback()
+            _field_error(form, exc)
+            item, status = _item_or_404(action_id), exc.status
+        except (commands.ConflictError, StaleDataError):
+            db.session.rollback()
+            item = _item_or_404(action_id)
+            form.form_errors.append(_("Someone changed this action meanwhile. Check it and try again."))
+            status = 409
+        else:
+            if accept:
+                flash(_("“%(title)s” is accepted into the plan.", title=item.title), "success")
+            else:
+                flash(_("The proposal “%(title)s” is declined.", title=item.title), "success")
+            back = safe_next_url(request.args.get("next"))
+            return redirect(back or url_for(".detail", action_id=item.id))
+    elif request.method == "POST":
+        status = 422
+    form.version.data = str(item.version)
+    proposal = proposals.proposers([item.id]).get(item.id)
+    return render_template("actions/proposal.html", item=item, proposal=proposal, form=form), status
 
 
 @bp.route("/evidence/<int:file_id>")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from babel import Locale
-from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, Field, PasswordField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, Optional, Regexp, ValidationError
 
-from tracker.admin.services import languages, timezone_names
+from tracker import labels
+from tracker.admin.services import timezone_names
 from tracker.auth.services import MIN_PASSWORD_LENGTH
 from tracker.labels import ROLE_LABELS
 from tracker.models import Office
@@ -20,15 +19,26 @@ TIMEZONE_HINT_ID = "timezone-hint"
 
 
 def valid_timezone(form: FlaskForm, field: Field) -> None:
-    """WTForms validator: a known IANA time zone name (blank is left to Optional/DataRequired)."""
+    """WTForms validator: a known IANA time zone name (blank is left to Optional/DataRequired).
+
+    The field is a select, but a forged value gets this message rather than "Not a valid choice".
+    """
     if field.data and field.data.strip() not in timezone_names():
-        raise ValidationError(_l("Unknown time zone; use an IANA name such as Asia/Singapore."))
+        raise ValidationError(_l("Unknown time zone: choose one from the list."))
+
+
+def timezone_choices(blank_label: str | None = None) -> list[SelectChoice]:
+    """Every IANA time zone name, sorted, after an optional blank choice."""
+    named = [SelectChoice(zone, zone) for zone in sorted(timezone_names())]
+    return ([SelectChoice("", blank_label)] if blank_label is not None else []) + named
 
 
 def language_choices(blank_label: str | None = None) -> list[SelectChoice]:
-    """The configured languages, named in the page's language, after an optional blank choice."""
-    locale = get_locale()
-    named = [SelectChoice(code, Locale.parse(code).get_display_name(locale) or code) for code in languages()]
+    """The configured languages, each named in itself (English, Français…), after an optional blank."""
+    named = [
+        SelectChoice(code, name, render_kw={"lang": code.replace("_", "-")})
+        for code, name in labels.language_choices()
+    ]
     return ([SelectChoice("", blank_label)] if blank_label is not None else []) + named
 
 
@@ -43,11 +53,15 @@ def office_choices(offices: list[Office], blank_label: str) -> list[SelectChoice
     return choices
 
 
-def _timezone_field(label: Any, *validators: Any) -> StringField:
-    return StringField(
+def _timezone_field(label: Any, *validators: Any) -> SelectField:
+    # Choices are set by the view (timezone_choices); valid_timezone words the refusal of a forged one.
+    # No "required" attribute: every option is a zone (HTML wants a blank first option otherwise).
+    return SelectField(
         label,
-        validators=[*validators, Length(max=64), valid_timezone],
-        render_kw={"list": "timezones", "autocomplete": "off", "aria-describedby": TIMEZONE_HINT_ID},
+        choices=[],
+        validate_choice=False,
+        validators=[*validators, valid_timezone],
+        render_kw={"aria-describedby": TIMEZONE_HINT_ID, "required": False},
     )
 
 

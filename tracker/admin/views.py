@@ -25,6 +25,7 @@ from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
 
 from tracker.admin import audit_log, services
+from tracker.admin import home as admin_home
 from tracker.admin.forms import (
     ConfirmForm,
     OfficeCreateForm,
@@ -33,6 +34,7 @@ from tracker.admin.forms import (
     UserEditForm,
     language_choices,
     office_choices,
+    timezone_choices,
 )
 from tracker.admin.services import OfficeError, UserError
 from tracker.auth import twofactor
@@ -56,8 +58,21 @@ def _not_saved(form: FlaskForm) -> None:
         flash(_("Nothing was saved: see the messages in the form."), "error")
 
 
-def _timezones() -> list[str]:
-    return sorted(services.timezone_names())
+# --- home ------------------------------------------------------------------------------------
+
+
+@bp.route("")
+@login_required
+def home() -> str:
+    """The admin home: dormant accounts, offices without a manager, the outbox's health (admins only)."""
+    require(current_user, Perm.MANAGE_USERS)
+    now = datetime.now(UTC)
+    return render_template(
+        "admin/home.html",
+        data=admin_home.admin_home(now),
+        now=now,
+        dormant_days=admin_home.DORMANT_AFTER.days,
+    )
 
 
 # --- users -----------------------------------------------------------------------------------
@@ -97,11 +112,12 @@ def users() -> str:
 def new_user() -> Response | str:
     """Create a user who is invited by mail or given an initial password (admins only)."""
     require(current_user, Perm.MANAGE_USERS)
-    form = UserCreateForm(role=Role.FOCAL_POINT.value)
+    form = UserCreateForm(role=Role.FOCAL_POINT.value, language="", timezone="")  # the office's
     form.office.choices = office_choices(
         [o for o in services.all_offices() if o.active], _("No office (programme-wide)")
     )
     form.language.choices = language_choices(_("Default (the office’s language)"))
+    form.timezone.choices = timezone_choices(_("Same as the office (UTC without an office)"))
     if form.validate_on_submit():
         try:
             user = services.create_user(
@@ -134,7 +150,7 @@ def new_user() -> Response | str:
                 flash(_("%(name)s (%(email)s) can now sign in.", name=user.name, email=user.email), "success")
             return redirect(url_for("admin.edit_user", user_id=user.id))
     _not_saved(form)
-    return render_template("admin/user_form.html", form=form, user=None, timezones=_timezones())
+    return render_template("admin/user_form.html", form=form, user=None)
 
 
 @bp.route("/users/<int:user_id>/edit", methods=["GET", "POST"])
@@ -155,6 +171,7 @@ def edit_user(user_id: int) -> Response | str:
         _("No office (programme-wide)"),
     )
     form.language.choices = language_choices(_("Default (the office’s language)"))
+    form.timezone.choices = timezone_choices(_("Same as the office (UTC without an office)"))
     if form.validate_on_submit():
         try:
             services.update_user(
@@ -177,7 +194,6 @@ def edit_user(user_id: int) -> Response | str:
         "admin/user_form.html",
         form=form,
         user=user,
-        timezones=_timezones(),
         open_sessions=services.open_session_count(user, _now()),
         second_factor=twofactor.status(user),
     )
@@ -517,8 +533,9 @@ def offices() -> str:
 def new_office() -> Response | str:
     """Create an office (admins only)."""
     require(current_user, Perm.MANAGE_OFFICES)
-    form = OfficeCreateForm(language=services.languages()[0])
+    form = OfficeCreateForm(language=services.languages()[0], timezone="UTC")
     form.language.choices = language_choices()
+    form.timezone.choices = timezone_choices()
     if form.validate_on_submit():
         try:
             office = services.create_office(
@@ -537,7 +554,7 @@ def new_office() -> Response | str:
             flash(_("The office %(code)s is created.", code=office.code), "success")
             return redirect(url_for("admin.offices"))
     _not_saved(form)
-    return render_template("admin/office_form.html", form=form, office=None, timezones=_timezones())
+    return render_template("admin/office_form.html", form=form, office=None)
 
 
 @bp.route("/offices/<int:office_id>/edit", methods=["GET", "POST"])
@@ -548,6 +565,7 @@ def edit_office(office_id: int) -> Response | str:
     office = db.get_or_404(Office, office_id)
     form = OfficeEditForm(obj=office)
     form.language.choices = language_choices()
+    form.timezone.choices = timezone_choices()
     if form.validate_on_submit():
         try:
             services.update_office(
@@ -566,4 +584,4 @@ def edit_office(office_id: int) -> Response | str:
             flash(_("The changes to the office %(code)s are saved.", code=office.code), "success")
             return redirect(url_for("admin.offices"))
     _not_saved(form)
-    return render_template("admin/office_form.html", form=form, office=office, timezones=_timezones())
+    return render_template("admin/office_form.html", form=form, office=office)

@@ -13,7 +13,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from tracker.auth import audit, sessions
 from tracker.extensions import db
-from tracker.models import User, normalise_email
+from tracker.models import Role, User, normalise_email
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,28 @@ def change_password(user: User, current: str, new: str, now: datetime) -> bool:
     return True
 
 
+#: Where each role's work is: the page a person lands on after signing in.
+HOME_BY_ROLE = {
+    Role.FOCAL_POINT: "actions.my_work",
+    Role.REVIEWER: "actions.verification",
+    Role.MANAGER: "dashboard.index",
+    Role.ADMIN: "admin.home",
+}
+
+
 def home_for(user: User) -> str:
-    """Where a person starts after signing in."""
-    return url_for("actions.home")
+    """Where a person starts after signing in: their role's page (:data:`HOME_BY_ROLE`)."""
+    return url_for(HOME_BY_ROLE.get(user.role, "actions.home"))
+
+
+def landing(user: User, next_url: str | None) -> str:
+    """Where to go once signed in: a safe ``next`` page, else the person's home.
+
+    The bare site root counts as no wish: signing in after opening the site's address (which
+    asks for ``/``) lands on the person's home, not on the Actions list the root shows.
+    """
+    target = safe_next_url(next_url)
+    return home_for(user) if target in (None, "/") else target
 
 
 def safe_next_url(target: str | None) -> str | None:

@@ -71,7 +71,7 @@ def pending(now: datetime) -> tuple[User, dict] | None:
 
 def finish(user: User, method: str, remember: bool, next_url: str | None, now: datetime) -> Response:
     """Open a server-side session for ``user``, record the sign-in, and redirect onwards."""
-    from tracker.auth.services import home_for, safe_next_url
+    from tracker.auth.services import landing
 
     fresh_session()  # nothing planted before sign-in carries over
     user.session_identity = sessions.start(user, method, remember, now)
@@ -82,7 +82,7 @@ def finish(user: User, method: str, remember: bool, next_url: str | None, now: d
     user.last_login_at = now
     audit.record("sign_in", now, actor=user, subject=user, detail=method)
     db.session.commit()
-    return redirect(safe_next_url(next_url) or home_for(user))
+    return redirect(landing(user, next_url))
 
 
 def fresh_session() -> None:

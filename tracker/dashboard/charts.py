@@ -7,12 +7,13 @@ page puts a table with the same figures next to every chart.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from flask_babel import format_number, format_percent, gettext, ngettext
 from markupsafe import Markup, escape
 
+from tracker.dashboard.history import Line, Point, RatesOverTime
 from tracker.dashboard.services import OfficeProgress, QuarterCount
 
 WIDTH = 420  # user units; the chart scales to its box, this keeps text legible on phones
@@ -43,9 +44,9 @@ class BarGroup:
     tooltip: str
 
 
-def _svg_open(chart_id: str, title: str, description: str, height: int) -> list[str]:
+def _svg_open(chart_id: str, title: str, description: str, height: int, css: str = "chart") -> list[str]:
     return [
-        f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" '
+        f'<svg class="{css}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" '
         f'role="img" aria-labelledby="{escape(chart_id)}-title {escape(chart_id)}-desc">',
         f'<title id="{escape(chart_id)}-title">{escape(title)}</title>',
         f'<desc id="{escape(chart_id)}-desc">{escape(description)}</desc>',
@@ -143,9 +144,10 @@ def column_chart(
     return Markup("".join(parts))
 
 
-def quarter_label(quarter: QuarterCount) -> str:
-    """A quarter's short name, e.g. ``Q3 2026``."""
-    return gettext("Q%(quarter)d %(year)d", quarter=quarter.quarter, year=quarter.year)
+def quarter_label(quarter: QuarterCount | tuple[int, int]) -> str:
+    """A quarter's short name, e.g. ``Q3 2026``; ``quarter`` is a QuarterCount or (year, number)."""
+    year, number = quarter if isinstance(quarter, tuple) else (quarter.year, quarter.quarter)
+    return gettext("Q%(quarter)d %(year)d", quarter=number, year=year)
 
 
 def office_progress_chart(offices: Sequence[OfficeProgress]) -> Markup:
@@ -205,3 +207,187 @@ def completion_chart(quarters: Sequence[QuarterCount]) -> Markup:
 def _percent(value: float | None) -> str:
     # A dash, not 0 %, when there is nothing to divide by.
     return "–" if value is None else format_percent(value)
+
+
+# --- completion rate over time ----------------------------------------------------------------
+
+#: One colour per office line (each at least 3:1 against the white card), in office order; the
+#: dash patterns cycle apart from them, so two neighbouring lines differ in both.
+LINE_COLOURS = (
+    "#0b5cad",
+    "#b3261e",
+    "#1a7f37",
+    "#8250df",
+    "#9a6700",
+    "#bf3989",
+    "#0a7d8c",
+    "#c24e00",
+    "#3949ab",
+    "#5c6b00",
+    "#8c4a2f",
+    "#6e5494",
+)
+DASHES = ("", "6 3", "2 2", "8 3 2 3")
+PROGRAMME_COLOUR = "#24292f"
+#: The lines' box in user units: left of it the percentages, right of it a label per line.
+PLOT_LEFT, PLOT_RIGHT, PLOT_TOP, PLOT_BOTTOM = 40, 336, 12, 222
+LINE_CHART_HEIGHT = 262
+#: Least vertical distance between two lines' end labels.
+LABEL_GAP = 12
+
+
+def line_style(index: int, line: Line) -> tuple[str, str]:
+    """The colour and dash pattern of the ``index``-th line (the programme's is dark and solid)."""
+    if line.programme:
+        return PROGRAMME_COLOUR, ""
+    return LINE_COLOURS[index % len(LINE_COLOURS)], DASHES[index % len(DASHES)]
+
+
+def moment_labels(rates: RatesOverTime) -> list[str]:
+    """The moments' column headings: each quarter (its end), then "Now"."""
+    return [quarter_label(q) for q in rates.quarters] + [gettext("Now")]
+
+
+def line_name(line: Line) -> str:
+    """A line's label: the office's code, or "All offices" for the programme's."""
+    return gettext("All offices") if line.programme else line.code
+
+
+def rate_text(value: float | None) -> str:
+    """A rate as the chart and its table print it: a percentage, or a dash when nothing counts."""
+    return _percent(value)
+
+
+def _spread(targets: list[float], top: float, bottom: float, gap: float) -> list[float]:
+    """Label positions as near their targets as possible, at least ``gap`` apart, within the box."""
+    order = sorted(range(len(targets)), key=lambda i: targets[i])
+    placed = [0.0] * len(targets)
+    previous = top - gap
+    for i in order:  # downwards: no label above the one before
+        previous = placed[i] = max(targets[i], previous + gap)
+    following = bottom + gap
+    for i in reversed(order):  # upwards: back into the box, still apart
+        following = placed[i] = min(placed[i], following - gap)
+    return placed
+
+
+def rate_chart(chart_id: str, rates: RatesOverTime) -> Markup:
+    """One line per office (and the programme's): the completion rate at each quarter's end and now.
+
+    Thin lines told apart by colour and dash pattern, each named at its end by a sample of its
+    stroke and its code; every point carries its figures in a ``<title>``. A line has a gap where
+    nothing counted. The y axis runs from 0 to 100 %.
+    """
+    moments = moment_labels(rates)
+    parts = _svg_open(
+        chart_id,
+        gettext("Completion rate over time"),
+        gettext(
+            "Completion rate at the end of each quarter and now, one line per office and one for all "
+            "offices together; the table below gives the figures."
+        ),
+        LINE_CHART_HEIGHT,
+        css="chart chart-lines",
+    )
+    step = (PLOT_RIGHT - PLOT_LEFT - 16) / max(len(moments) - 1, 1)
+    xs = [PLOT_LEFT + 8 + step * i for i in range(len(moments))]
+
+    def y_of(rate: float) -> float:
+        return PLOT_BOTTOM - (PLOT_BOTTOM - PLOT_TOP) * min(max(rate, 0.0), 1.0)
+
+    for tick in range(0, 101, 25):  # horizontal grid lines with their percentage on the left
+        ty = y_of(tick / 100)
+        parts.append(
+            f'<line class="grid" stroke="{LINE}" x1="{PLOT_LEFT}" y1="{ty:.1f}" '
+            f'x2="{PLOT_RIGHT}" y2="{ty:.1f}"/>'
+        )
+        parts.append(
+            f'<text class="tick" x="{PLOT_LEFT - 4}" y="{ty + 4:.1f}" text-anchor="end">'
+            f"{escape(format_percent(tick / 100))}</text>"
+        )
+    for x, (year, quarter) in zip(xs, rates.quarters, strict=False):  # "Q3" over "2026"
+        for row, text in enumerate((gettext("Q%(quarter)d", quarter=quarter), str(year))):
+            parts.append(
+                f'<text class="tick" x="{x:.1f}" y="{PLOT_BOTTOM + 16 + 14 * row}" text-anchor="middle">'
+                f"{escape(text)}</text>"
+            )
+    parts.append(
+        f'<text class="tick" x="{xs[-1]:.1f}" y="{PLOT_BOTTOM + 16}" text-anchor="middle">'
+        f"{escape(moments[-1])}</text>"
+    )
+
+    drawn = [(i, line) for i, line in enumerate(rates.lines) if any(p.rate is not None for p in line.points)]
+    ends = []
+    for _, line in drawn:
+        last = max(j for j, p in enumerate(line.points) if p.rate is not None)
+        ends.append((xs[last], y_of(line.points[last].rate or 0.0)))
+    # Closer than LABEL_GAP only when more lines than fit (beyond the 13 of a dozen offices).
+    gap = min(LABEL_GAP, (PLOT_BOTTOM - PLOT_TOP - 4) / max(len(ends) - 1, 1))
+    label_ys = _spread([y for _, y in ends], PLOT_TOP + 4, PLOT_BOTTOM, gap)
+    # The programme's line last, so that it lies on top of the offices'.
+    for (index, line), (end_x, end_y), label_y in zip(drawn, ends, label_ys, strict=True):
+        colour, dash = line_style(index, line)
+        name = line_name(line)
+        css = "series programme" if line.programme else "series"
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+        width = 2 if line.programme else 1.5
+        heading = name if line.programme else f"{line.code} — {line.name}"
+        parts.append(f'<g class="{css}"><title>{escape(heading)}</title>')
+        for run in _runs(line, xs, y_of):  # one polyline per stretch without a gap
+            points = " ".join(f"{x:.1f},{y:.1f}" for x, y in run)
+            parts.append(
+                f'<polyline class="rate-line" fill="none" stroke="{colour}" stroke-width="{width}"'
+                f'{dash_attr} points="{points}"/>'
+            )
+        for x, point, moment, j in zip(xs, line.points, moments, range(len(moments)), strict=True):
+            if point.rate is None:
+                continue
+            tip = _point_title(line, name, moment, j == len(moments) - 1, point)
+            parts.append(
+                f'<circle class="point" cx="{x:.1f}" cy="{y_of(point.rate):.1f}" r="2.5" fill="{colour}">'
+                f"<title>{escape(tip)}</title></circle>"
+            )
+        sample_x = PLOT_RIGHT + 6
+        if abs(label_y - end_y) > 1 or end_x < xs[-1]:  # a thin leader from the line to its label
+            parts.append(
+                f'<line class="leader" stroke="{LINE}" x1="{end_x + 3:.1f}" y1="{end_y:.1f}" '
+                f'x2="{sample_x - 1}" y2="{label_y:.1f}"/>'
+            )
+        parts.append(
+            f'<line class="sample" stroke="{colour}" stroke-width="{width}"{dash_attr} '
+            f'x1="{sample_x}" y1="{label_y:.1f}" x2="{sample_x + 14}" y2="{label_y:.1f}"/>'
+        )
+        parts.append(
+            f'<text class="series-label" x="{sample_x + 18}" y="{label_y + 4:.1f}">{escape(name)}</text>'
+        )
+        parts.append("</g>")
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def _runs(line: Line, xs: Sequence[float], y_of: Callable[[float], float]) -> list[list[tuple[float, float]]]:
+    """The line's points split where a moment has no rate."""
+    runs: list[list[tuple[float, float]]] = [[]]
+    for x, point in zip(xs, line.points, strict=True):
+        if point.rate is None:
+            if runs[-1]:
+                runs.append([])
+        else:
+            runs[-1].append((x, y_of(point.rate)))
+    return [run for run in runs if len(run) > 1]
+
+
+def _point_title(line: Line, name: str, moment: str, now: bool, point: Point) -> str:
+    """A point's figures: the line, the moment, the rate (an office's with its counts)."""
+    when = gettext("now") if now else gettext("end of %(quarter)s", quarter=moment)
+    rate = _percent(point.rate)
+    if line.programme:  # a rate only: with counts, one office's could be told from the rest
+        return gettext("%(line)s, %(moment)s: %(rate)s", line=name, moment=when, rate=rate)
+    return gettext(
+        "%(line)s, %(moment)s: %(rate)s (%(done)s of %(counted)s)",
+        line=name,
+        moment=when,
+        rate=rate,
+        done=format_number(point.done),
+        counted=format_number(point.counted),
+    )

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from tracker.dashboard import services as dashboard
-from tracker.models import DONE_STATUSES, Office, Status, User, completion_rate
+from tracker.models import DONE_STATUSES, UNCOUNTED_STATUSES, Office, User, completion_rate
 
 #: Overdue actions listed in a report (a meeting reads the oldest first; the rest are counted).
 REPORT_OVERDUE_LIMIT = 500
@@ -46,12 +46,12 @@ class Report:
 
     @property
     def counted(self) -> int:
-        """Items that are not cancelled: the base of the completion rate."""
-        return self.totals.total - self.totals.by_status[Status.CANCELLED.value]
+        """Items neither cancelled nor proposed (UNCOUNTED_STATUSES): the base of the completion rate."""
+        return self.totals.total - sum(self.totals.by_status[s] for s in UNCOUNTED_STATUSES)
 
     @property
     def completion_rate(self) -> float | None:
-        """Share (0–1) of the items not cancelled that are completed or verified."""
+        """Share (0–1) of the counted items that are completed or verified."""
         return completion_rate(self.done, self.counted)
 
 

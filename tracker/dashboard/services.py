@@ -32,6 +32,7 @@ from tracker.extensions import db
 from tracker.models import (
     CLOSED_STATUSES,
     DONE_STATUSES,
+    UNCOUNTED_STATUSES,
     ActionItem,
     Recommendation,
     Source,
@@ -53,6 +54,7 @@ SEVERITY = (
     Status.COMPLETED,
     Status.VERIFIED,
     Status.CANCELLED,
+    Status.PROPOSED,  # not in the plan yet: a cell of proposals only
 )
 _CLOSED = sorted(s.value for s in CLOSED_STATUSES)
 
@@ -95,7 +97,7 @@ class OfficeProgress:
 
     office: OfficeInfo
     items: int = 0
-    #: Items not cancelled: the base of the average and of the completion rate.
+    #: Items neither cancelled nor proposed: the base of the average and of the completion rate.
     counted: int = 0
     #: Completed or verified.
     done: int = 0
@@ -109,7 +111,7 @@ class OfficeProgress:
 
     @property
     def completion_rate(self) -> float | None:
-        """Share (0–1) of the items not cancelled that are completed or verified."""
+        """Share (0–1) of the counted items that are completed or verified."""
         return completion_rate(self.done, self.counted)
 
 
@@ -276,15 +278,15 @@ def _office_progress(
 ) -> list[OfficeProgress]:
     """Per office shown: items, average progress, completion rate, overdue, slippage.
 
-    Inactive offices without items are left out. Cancelled items count as items, but not in the
-    average, the completion rate or the days slipped.
+    Inactive offices without items are left out. Cancelled and proposed items (UNCOUNTED_STATUSES)
+    count as items, but not in the average, the completion rate or the days slipped.
     """
     sums: dict[int, list[int]] = {}  # office id → items, counted, done, overdue, progress, days slipped
     for g in groups:
         s = sums.setdefault(g.office_id, [0] * 6)
         s[0] += g.count
         s[3] += g.overdue
-        if g.status != Status.CANCELLED.value:
+        if g.status not in UNCOUNTED_STATUSES:
             s[1] += g.count
             s[4] += g.progress
             s[5] += g.days_slipped

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, abort, render_template, request
 from flask_login import current_user, login_required
 
-from tracker.dashboard import charts, fragments, reports, services
+from tracker.dashboard import charts, fragments, history, reports, services
 from tracker.models import Office
 from tracker.offices.services import get_office
 from tracker.permissions import Perm, office_scope, require
@@ -38,12 +38,13 @@ def parse_filters(args: Mapping[str, str], choices: services.Choices) -> tuple[s
 @bp.route("/dashboard")
 @login_required
 def index() -> str:
-    """Totals, progress per office, the matrix, overdue items and completions per quarter."""
+    """Totals, progress per office and over time, the matrix, overdue items, completions per quarter."""
     require(current_user, Perm.VIEW_DASHBOARD)
     now = datetime.now(UTC)
     choices = services.filter_choices(current_user)
     filters, dropped = parse_filters(request.args, choices)
     data = services.build_dashboard(current_user, now, filters)
+    rates = history.for_dashboard(data, now.date())
     links = {"source": filters.source_id, "theme": filters.theme}
     return render_template(
         "dashboard/index.html",
@@ -57,6 +58,9 @@ def index() -> str:
         office_chart=charts.office_progress_chart(data.offices),
         quarter_chart=charts.completion_chart(data.quarters),
         quarter_label=charts.quarter_label,
+        rates=rates,
+        rate_chart=charts.rate_chart("chart-rates", rates),
+        charts=charts,
         due_soon_days=services.DUE_SOON_DAYS,
     )
 

@@ -25,6 +25,7 @@ from tracker.models import (
     ExtensionState,
     NotificationKind,
     Office,
+    Recommendation,
     User,
     normalise_email,
 )
@@ -242,3 +243,34 @@ def notify_extension_decision(extension: ExtensionRequest, now: datetime) -> boo
     email = render_email("extension_decided", person, item=item, extension=extension, approved=approved)
     key = f"extension_decided:user{person.id}:extension{extension.id}"
     return enqueue(NotificationKind.EXTENSION_DECIDED, person, key, email, now)
+
+
+def notify_proposal_decision(
+    item: ActionItem, proposer: User, accepted: bool, note: str | None, now: datetime
+) -> bool:
+    """Tell the person who proposed an action whether a reviewer accepted or declined it (cannot be
+    switched off, like an extension's decision)."""
+    if not proposer.active or not can(proposer, Perm.VIEW_ACTION, item):
+        return False
+    email = render_email("proposal_decided", proposer, item=item, accepted=accepted, note=note)
+    key = f"proposal_decided:user{proposer.id}:item{item.id}"
+    return enqueue(NotificationKind.PROPOSAL_DECIDED, proposer, key, email, now)
+
+
+def notify_response_request(
+    person: User,
+    recommendation: Recommendation,
+    office: Office,
+    item: ActionItem | None,
+    sender: User,
+    now: datetime,
+) -> bool:
+    """Ask a focal point for their office's response to a recommendation, with a link to give it
+    (and the first action drafted for the office, if any). Cannot be switched off: it asks for work."""
+    if not person.active or not can(person, Perm.RESPOND, office):
+        return False
+    email = render_email(
+        "response_request", person, recommendation=recommendation, office=office, item=item, sender=sender
+    )
+    key = f"response_request:user{person.id}:recommendation{recommendation.id}:office{office.id}"
+    return enqueue(NotificationKind.RESPONSE_REQUEST, person, key, email, now)

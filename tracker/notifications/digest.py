@@ -20,6 +20,7 @@ from tracker.extensions import db
 from tracker.models import (
     CLOSED_STATUSES,
     DONE_STATUSES,
+    UNCOUNTED_STATUSES,
     ActionItem,
     ActionUpdate,
     Office,
@@ -128,7 +129,7 @@ class OfficeFigures:
 
 
 def _rate(by_status: dict[str, int]) -> float | None:
-    counted = sum(n for s, n in by_status.items() if s != Status.CANCELLED.value)
+    counted = sum(n for s, n in by_status.items() if s not in UNCOUNTED_STATUSES)
     done = sum(by_status.get(s, 0) for s in DONE_STATUSES)
     return completion_rate(done, counted)
 

@@ -3,6 +3,7 @@ actions, and reassigning the actions of someone who leaves."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
@@ -14,8 +15,11 @@ from sqlalchemy.orm.exc import StaleDataError
 from wtforms import SelectChoice
 
 from tracker import params
+from tracker.actions import proposals
 from tracker.actions import reassign as reassigning
 from tracker.actions.commands import ConflictError, changes_since
+from tracker.dashboard import charts
+from tracker.dashboard import history as rates_history
 from tracker.extensions import db
 from tracker.labels import role_label
 from tracker.models import ActionItem, Office, Recommendation, User
@@ -50,15 +54,69 @@ def detail(code: str) -> str:
     now = _now()
     office = services.get_office(current_user, code)
     plan = services.plan_page(current_user, office, now, page=params.page_arg(), show=params.int_arg("show"))
-    return render_template("offices/detail.html", office=office, plan=plan, counts=plan.totals, now=now)
+    rates = rates_history.for_office(office, now.date())  # the office's line and the programme's
+    return render_template(
+        "offices/detail.html",
+        office=office,
+        plan=plan,
+        counts=plan.totals,
+        now=now,
+        rates=rates,
+        rate_chart=charts.rate_chart("chart-rates", rates),
+        charts=charts,
+    )
 
 
 @bp.route("/offices/<code>/actions/new", methods=["GET", "POST"])
 @login_required
 def create_action(code: str) -> ResponseReturnValue:
     """Add an action to an office's plan (reviewers and admins); ?recommendation=<id> preselects one."""
+
+    def added(item: ActionItem, office: Office) -> ResponseReturnValue:
+        flash(
+            _(
+                "The action “%(title)s” is added to the plan of %(office)s.",
+                title=item.title,
+                office=office.code,
+            ),
+            "success",
+        )
+        return redirect(_plan_url(office, item.recommendation))
+
+    return _new_action_page(code, Perm.CREATE_ACTION, services.create_action, added)
+
+
+@bp.route("/offices/<code>/actions/propose", methods=["GET", "POST"])
+@login_required
+def propose_action(code: str) -> ResponseReturnValue:
+    """Propose an action for the office's own plan (its focal points); a reviewer accepts or declines it.
+
+    The same form as a reviewer's new action; ?recommendation=<id> preselects one.
+    """
+
+    def proposed(item: ActionItem, office: Office) -> ResponseReturnValue:
+        flash(
+            _(
+                "Your proposal “%(title)s” is recorded; a reviewer will accept or decline it.",
+                title=item.title,
+            ),
+            "success",
+        )
+        return redirect(url_for("actions.detail", action_id=item.id))
+
+    return _new_action_page(code, Perm.PROPOSE_ACTION, proposals.propose_action, proposed, proposing=True)
+
+
+def _new_action_page(
+    code: str,
+    perm: Perm,
+    save: Callable[..., ActionItem],
+    done: Callable[[ActionItem, Office], ResponseReturnValue],
+    proposing: bool = False,
+) -> ResponseReturnValue:
+    """The new-action form of an office's plan: ``save(actor, office, now, fields)`` writes the item."""
     office = services.get_office(current_user, code)
-    require(current_user, Perm.CREATE_ACTION, office)
+    require(current_user, perm, office)
     form = ActionForm()
     recommendations = _offer_choices(form, office, None)
     if request.method == "GET":
@@ -67,24 +125,16 @@ def create_action(code: str) -> ResponseReturnValue:
             form.recommendation_id.data = chosen
     elif form.validate_on_submit():
         try:
-            item = services.create_action(current_user, office, _now(), _fields(form))
+            item = save(current_user, office, _now(), _fields(form))
             db.session.commit()
         except services.PlanError as exc:
             _refuse(form, exc)
         else:
-            flash(
-                _(
-                    "The action “%(title)s” is added to the plan of %(office)s.",
-                    title=item.title,
-                    office=office.code,
-                ),
-                "success",
-            )
-            return redirect(_plan_url(office, item.recommendation))
+            return done(item, office)
     if request.method == "POST":
         flash(_("Nothing was saved: see the messages in the form."), "error")
     return render_template(
-        "offices/action_form.html", form=form, office=office, item=None, conflict=None
+        "offices/action_form.html", form=form, office=office, item=None, conflict=None, proposing=proposing
     ), 422 if request.method == "POST" else 200
 
 

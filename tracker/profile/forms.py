@@ -1,10 +1,11 @@
-"""Forms of the profile page: naming a new API token, recording an absence, and confirming a change."""
+"""Forms of the profile page: language and time zone, a new API token, an absence, a confirmation."""
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import DateField, StringField, SubmitField
+from wtforms import DateField, SelectField, StringField, SubmitField
 from wtforms.validators import DataRequired, InputRequired, Length, Optional
 
+from tracker.admin.forms import TIMEZONE_HINT_ID, valid_timezone
 from tracker.api.auth import NAME_MAX
 from tracker.profile.absences import NOTE_MAX
 
@@ -45,3 +46,16 @@ class ConfirmForm(FlaskForm):
     """An empty form for a confirmed POST (revoke, regenerate, turn off)."""
 
     submit = SubmitField(_l("Confirm"))
+
+
+class SettingsForm(FlaskForm):
+    """One's own language and time zone; blank follows the office. Choices are set by the view."""
+
+    language = SelectField(_l("Language"), choices=[])
+    timezone = SelectField(
+        _l("Time zone"),
+        choices=[],
+        validate_choice=False,  # valid_timezone words the refusal
+        validators=[Optional(), valid_timezone],
+        render_kw={"aria-describedby": TIMEZONE_HINT_ID},
+    )

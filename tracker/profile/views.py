@@ -1,4 +1,5 @@
-"""The profile page (absences, API tokens, the calendar link) and the calendar feed itself."""
+"""The profile page (language and time zone, absences, API tokens, the calendar link) and the
+calendar feed itself."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
+from tracker.admin.forms import language_choices, timezone_choices
+from tracker.admin.services import UserError
 from tracker.api import auth as tokens
 from tracker.auth import sessions, twofactor
 from tracker.extensions import db
@@ -19,7 +22,8 @@ from tracker.notifications.render import absolute_url
 from tracker.permissions import may_record_absence
 from tracker.profile import absences, calendar
 from tracker.profile import sessions as own_sessions
-from tracker.profile.forms import AbsenceForm, ConfirmForm, TokenForm
+from tracker.profile.forms import AbsenceForm, ConfirmForm, SettingsForm, TokenForm
+from tracker.profile.settings import update_settings
 
 bp = Blueprint("profile", __name__)
 
@@ -34,12 +38,50 @@ def index() -> str:
     return _page(TokenForm())
 
 
-def _page(form: TokenForm, status: int = 200, absence_form: AbsenceForm | None = None) -> ResponseReturnValue:
+def _settings_form(submitted: bool = False) -> SettingsForm:
+    """The language and time zone form: as submitted, else as the user has them now."""
+    if submitted:
+        form = SettingsForm()
+    else:
+        saved = {"language": current_user.language or "", "timezone": current_user.timezone or ""}
+        form = SettingsForm(formdata=None, **saved)
+    form.language.choices = language_choices(_("Default (the office’s language)"))
+    form.timezone.choices = timezone_choices(_("Same as the office (UTC without an office)"))
+    return form
+
+
+@bp.route("/profile/settings", methods=["POST"])
+@login_required
+def settings() -> ResponseReturnValue:
+    """Change one's own language and time zone."""
+    form = _settings_form(submitted=True)
+    if form.validate_on_submit():
+        try:
+            update_settings(
+                current_user, language=form.language.data or None, timezone=form.timezone.data or None
+            )
+            db.session.commit()
+        except UserError as exc:
+            show_refusal(form, exc)
+        else:
+            flash(_("Your language and time zone are saved."), "success")
+            return redirect(url_for(".index", _anchor="settings-heading"))
+    flash(_("Nothing was saved: see the messages in the form."), "error")
+    return _page(TokenForm(formdata=None), 422, settings_form=form)
+
+
+def _page(
+    form: TokenForm,
+    status: int = 200,
+    absence_form: AbsenceForm | None = None,
+    settings_form: SettingsForm | None = None,
+) -> ResponseReturnValue:
     now = _now()
     today = absences.today_of(current_user, now)
     return render_template(
         "profile/index.html",
         form=form,
+        settings_form=settings_form or _settings_form(),
         absence_form=absence_form or AbsenceForm(formdata=None),
         absences=absences.absences_of(current_user, today),
         today=today,

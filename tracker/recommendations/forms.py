@@ -2,8 +2,18 @@
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import DateField, SelectChoice, SelectField, StringField, SubmitField, TextAreaField
+from wtforms import (
+    BooleanField,
+    DateField,
+    SelectChoice,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    SubmitField,
+    TextAreaField,
+)
 from wtforms.validators import DataRequired, Length, Optional, Regexp
+from wtforms.widgets import CheckboxInput, ListWidget
 
 from tracker.labels import PRIORITY_LABELS, RESPONSE_LABELS
 
@@ -32,6 +42,35 @@ class RecommendationForm(FlaskForm):
     source_id = SelectField(_l("Source"), coerce=int, choices=[])
     target_date = DateField(_l("Target date"), validators=[Optional()])
     submit = SubmitField(_l("Save recommendation"))
+
+
+class CheckboxesField(SelectMultipleField):
+    """Several choices as a list of checkboxes (works without script)."""
+
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+
+class SendForm(FlaskForm):
+    """The offices a recommendation goes to, and the first action optionally drafted for each."""
+
+    offices = CheckboxesField(_l("Offices"), coerce=int, choices=[], validators=[Optional()])
+    draft = BooleanField(_l("Draft a first action for each office"))
+    draft_title = StringField(
+        _l("Title of the drafted actions"),
+        validators=[Optional(), Length(max=300)],
+        render_kw={"aria-describedby": "draft-title-hint"},
+    )
+    draft_deadline = DateField(
+        _l("Deadline of the drafted actions"),
+        validators=[Optional()],
+        render_kw={"aria-describedby": "draft-deadline-hint"},
+    )
+    submit = SubmitField(_l("Send to the offices"))
+
+
+class NewRecommendationForm(RecommendationForm, SendForm):
+    """A new recommendation, and the offices it is sent to at once."""
 
 
 class SourceForm(FlaskForm):

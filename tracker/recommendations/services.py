@@ -11,8 +11,11 @@ from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy.orm import joinedload
 
 from tracker import params
+from tracker.actions.queries import overdue_clause
 from tracker.extensions import db
 from tracker.models import (
+    DONE_STATUSES,
+    UNCOUNTED_STATUSES,
     ActionItem,
     Office,
     OfficeResponse,
@@ -20,7 +23,6 @@ from tracker.models import (
     Recommendation,
     ResponseKind,
     Source,
-    Status,
     User,
 )
 from tracker.permissions import Perm, can, office_scope_clause, require
@@ -63,7 +65,7 @@ class Filters:
 
 
 def list_recommendations(user: User, filters: Filters, page: int, per_page: int) -> Pagination:
-    """One page of recommendations matching the filters (see item_counts() for their numbers)."""
+    """One page of recommendations matching the filters (see list_figures() for their numbers)."""
     scope = office_scope_clause(user, ActionItem.office_id)
     query = sa.select(Recommendation).options(joinedload(Recommendation.source))
     if filters.archived:
@@ -96,18 +98,77 @@ def list_recommendations(user: User, filters: Filters, page: int, per_page: int)
     return params.paginate(query, page=page, per_page=per_page)
 
 
-def item_counts(user: User, recommendation_ids: list[int]) -> dict[int, tuple[int, int]]:
-    """recommendation id → (items, finished items) among the items the user may see; one query."""
-    finished = ActionItem.status.in_([Status.COMPLETED, Status.VERIFIED])
+@dataclass(frozen=True)
+class ListFigures:
+    """What the list shows of one recommendation, within the user's scope."""
+
+    #: Active offices (in scope) that responded, and how many active offices are in scope.
+    responded: int
+    offices: int
+    #: Actions done (models.DONE_STATUSES) and counted (all but models.UNCOUNTED_STATUSES).
+    done: int
+    counted: int
+    overdue: int
+
+    @property
+    def all_done(self) -> bool:
+        """Every counted action is done (and there is at least one)."""
+        return self.counted > 0 and self.done == self.counted
+
+
+def list_figures(user: User, recommendation_ids: list[int], now: datetime) -> dict[int, ListFigures]:
+    """recommendation id → its figures, counting only the offices and actions the user may see.
+
+    Three grouped statements whatever the number of recommendations and actions (plus the offices'
+    zones, read once per request, for "overdue"); the same scope as the dashboard's.
+    """
+    offices = (
+        db.session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Office)
+            .where(Office.active.is_(True), office_scope_clause(user, Office.id))
+        )
+        or 0
+    )
+    responded = dict(
+        db.session.execute(
+            sa.select(OfficeResponse.recommendation_id, sa.func.count())
+            .where(
+                OfficeResponse.recommendation_id.in_(recommendation_ids),
+                history.response_scope_clause(user, OfficeResponse.office_id),
+            )
+            .group_by(OfficeResponse.recommendation_id)
+        ).all()
+    )
+    counted = ActionItem.status.not_in(UNCOUNTED_STATUSES)
     rows = db.session.execute(
-        sa.select(ActionItem.recommendation_id, sa.func.count(), sa.func.count().filter(finished))
+        sa.select(
+            ActionItem.recommendation_id,
+            sa.func.count().filter(counted),
+            sa.func.count().filter(ActionItem.status.in_(DONE_STATUSES)),
+            sa.func.count().filter(overdue_clause(now)),
+        )
         .where(
             ActionItem.recommendation_id.in_(recommendation_ids),
             office_scope_clause(user, ActionItem.office_id),
         )
         .group_by(ActionItem.recommendation_id)
     )
-    return {rid: (items, done) for rid, items, done in rows}
+    items = {rid: (total, done, overdue) for rid, total, done, overdue in rows}
+    figures = {}
+    for rid in recommendation_ids:
+        total, done, overdue = items.get(rid, (0, 0, 0))
+        figures[rid] = ListFigures(
+            responded=responded.get(rid, 0), offices=offices, done=done, counted=total, overdue=overdue
+        )
+    return figures
+
+
+def past_target(recommendation: Recommendation, figures: ListFigures, today: date) -> bool:
+    """The target date has passed while not every action is done."""
+    return (
+        recommendation.target_date is not None and recommendation.target_date < today and not figures.all_done
+    )
 
 
 def themes() -> list[str]:

@@ -7,20 +7,34 @@ from datetime import UTC, datetime
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
+from flask_babel import ngettext
 from flask_login import current_user, login_required
 from wtforms import SelectChoice
 
 from tracker import params
 from tracker.extensions import db
-from tracker.models import Office, Priority, Recommendation, Source, Status
-from tracker.permissions import Perm, require
-from tracker.recommendations import history, services
-from tracker.recommendations.forms import ConfirmForm, RecommendationForm, ResponseForm, SourceForm
+from tracker.models import Office, Priority, Recommendation, ResponseRequest, Source, Status
+from tracker.permissions import Perm, can, require
+from tracker.recommendations import history, sending, services
+from tracker.recommendations.forms import (
+    ConfirmForm,
+    NewRecommendationForm,
+    RecommendationForm,
+    ResponseForm,
+    SendForm,
+    SourceForm,
+)
 
 bp = Blueprint("recommendations", __name__)
 
 #: How many changes the recommendation page shows (newest first); the API gives them all.
 HISTORY_SHOWN = 50
+
+
+@bp.app_template_global("open_response_requests")
+def open_response_requests(user: object) -> list:
+    """For templates/recommendations/_requests_panel.html: the user's office's unanswered requests."""
+    return sending.open_response_requests(user) if getattr(user, "is_authenticated", False) else []
 
 
 @bp.route("/recommendations")
@@ -44,10 +58,13 @@ def index() -> str:
     )
     from tracker.actions.services import visible_offices
 
+    now = _now()
     return render_template(
         "recommendations/index.html",
         page=page,
-        counts=services.item_counts(current_user, [r.id for r in page.items]),
+        figures=services.list_figures(current_user, [r.id for r in page.items], now),
+        today=now.astimezone(current_user.zone).date(),
+        past_target=services.past_target,
         filters=filters,
         sources=services.sources(include_archived=True),
         themes=services.themes(),
@@ -77,9 +94,14 @@ def detail(recommendation_id: int) -> ResponseReturnValue:
             db.session.commit()
             flash(_("The response of %(office)s is saved.", office=office.code), "success")
             return redirect(url_for(".detail", recommendation_id=recommendation.id) + "#responses")
-    elif len(respondable) == 1 and respondable[0].id in responses:
-        mine = responses[respondable[0].id]
-        form.response.data, form.comment.data = mine.response, mine.comment
+    else:
+        chosen = params.int_arg("office")
+        if chosen in {o.id for o in respondable}:
+            form.office_id.data = chosen  # the "Respond" link of an office's row
+        elif len(respondable) == 1 and respondable[0].id in responses:
+            mine = responses[respondable[0].id]
+            form.response.data, form.comment.data = mine.response, mine.comment
+    requests = sending.requests_by_office(current_user, recommendation)
     changes = history.history(current_user, recommendation, limit=HISTORY_SHOWN)
     return render_template(
         "recommendations/detail.html",
@@ -87,6 +109,12 @@ def detail(recommendation_id: int) -> ResponseReturnValue:
         offices=offices,
         responses=responses,
         items=items,
+        requests=requests,
+        asked_of_me=[
+            o
+            for o in respondable
+            if o.id == current_user.office_id and o.id in requests and o.id not in responses
+        ],
         form=form,
         respondable=respondable,
         confirm=ConfirmForm(),
@@ -116,14 +144,19 @@ def edit(recommendation_id: int) -> ResponseReturnValue:
 
 def _edit(recommendation: Recommendation | None) -> ResponseReturnValue:
     require(current_user, Perm.EDIT_RECOMMENDATION)
-    form = RecommendationForm(obj=recommendation)
+    # A new recommendation can be sent to the offices at once, by those who may send it.
+    sends = recommendation is None and can(current_user, Perm.SEND_RECOMMENDATION)
+    form = NewRecommendationForm() if sends else RecommendationForm(obj=recommendation)
     form.source_id.choices = [
         (s.id, s.title) for s in services.sources(include_archived=recommendation is not None)
     ]
     if not form.source_id.choices:
         flash(_("Add a source first: every recommendation comes from one."), "info")
         return redirect(url_for(".source_create"))
+    if sends:
+        _offer_offices(form)
     if form.validate_on_submit():
+        now = _now()
         try:
             saved = services.save_recommendation(
                 current_user,
@@ -135,19 +168,104 @@ def _edit(recommendation: Recommendation | None) -> ResponseReturnValue:
                 priority=form.priority.data,
                 source_id=form.source_id.data,
                 target_date=form.target_date.data,
-                now=_now(),
+                now=now,
             )
+            result = _send(form, saved, now) if sends and form.offices.data else None
             db.session.commit()
         except services.RecommendationError as exc:
             db.session.rollback()
             (getattr(form, exc.field).errors if exc.field else form.form_errors).append(exc.message)
         else:
             flash(_("Recommendation %(code)s is saved.", code=saved.code), "success")
+            if result is not None:
+                _report(result)
             return redirect(url_for(".detail", recommendation_id=saved.id))
     status = 422 if request.method == "POST" else 200
     return render_template(
-        "recommendations/form.html", form=form, recommendation=recommendation, themes=services.themes()
+        "recommendations/form.html",
+        form=form,
+        recommendation=recommendation,
+        themes=services.themes(),
+        sends=sends,
+        default_title=sending.DEFAULT_DRAFT_TITLE,
     ), status
+
+
+@bp.route("/recommendations/<int:recommendation_id>/send", methods=["GET", "POST"])
+@login_required
+def send(recommendation_id: int) -> ResponseReturnValue:
+    """Send a recommendation to offices: a response request each, optionally a first action drafted."""
+    require(current_user, Perm.SEND_RECOMMENDATION)
+    recommendation = services.get_recommendation(recommendation_id) or abort(404)
+    form = SendForm()
+    asked = _offer_offices(form, recommendation)
+    if form.validate_on_submit():
+        try:
+            result = _send(form, recommendation, _now())
+            db.session.commit()
+        except services.RecommendationError as exc:
+            db.session.rollback()
+            (getattr(form, exc.field).errors if exc.field else form.form_errors).append(exc.message)
+        else:
+            _report(result)
+            return redirect(url_for(".detail", recommendation_id=recommendation.id) + "#responses")
+    status = 422 if request.method == "POST" else 200
+    return render_template(
+        "recommendations/send.html",
+        form=form,
+        recommendation=recommendation,
+        asked=asked,
+        default_title=sending.DEFAULT_DRAFT_TITLE,
+    ), status
+
+
+def _offer_offices(
+    form: SendForm, recommendation: Recommendation | None = None
+) -> dict[int, ResponseRequest]:
+    """Offer every active office, all ticked at first but those already asked; returns office id →
+    its request, for the offices already asked."""
+    offices = sending.active_offices()
+    asked = sending.requests_by_office(current_user, recommendation) if recommendation else {}
+    form.offices.choices = [SelectChoice(o.id, f"{o.code} — {o.name}") for o in offices]
+    if request.method == "GET":
+        form.offices.data = [o.id for o in offices if o.id not in asked]
+        form.draft_title.data = str(sending.DEFAULT_DRAFT_TITLE)
+    return asked
+
+
+def _send(form: SendForm, recommendation: Recommendation, now: datetime) -> sending.SendResult:
+    return sending.send_to_offices(
+        current_user,
+        recommendation,
+        form.offices.data or [],
+        now,
+        draft=form.draft.data,
+        title_template=form.draft_title.data or "",
+        deadline=form.draft_deadline.data,
+    )
+
+
+def _report(result: sending.SendResult) -> None:
+    """Say what a send did, in one message (and one more for offices without a focal point)."""
+    parts = [
+        ngettext("Sent to %(num)d office", "Sent to %(num)d offices", len(result.sent)),
+        ngettext("%(num)d already asked", "%(num)d already asked", len(result.already)),
+        ngettext("%(num)d action drafted", "%(num)d actions drafted", len(result.drafted)),
+    ]
+    flash("; ".join(parts) + ".", "success")
+    if result.already:
+        flash(
+            _("Asked before, skipped: %(offices)s.", offices=", ".join(o.code for o in result.already)),
+            "info",
+        )
+    if result.without_focal_point:
+        flash(
+            _(
+                "No active focal point in %(offices)s: nobody there was told and no action was drafted.",
+                offices=", ".join(o.code for o in result.without_focal_point),
+            ),
+            "info",
+        )
 
 
 @bp.route("/recommendations/<int:recommendation_id>/archive", methods=["GET", "POST"])

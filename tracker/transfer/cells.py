@@ -1,4 +1,11 @@
-"""Typing the cells of one imported row (text, whole numbers, dates, choices) and checking their form."""
+"""Typing the cells of one imported row (text, whole numbers, dates, choices) and checking their form.
+
+Dates: a date cell of a spreadsheet as it is; text in ISO form (2027-03-31), or with the day, month
+and year in the order of the importing person's locale (:func:`reader_locale`), separated by ``/``,
+``.`` or ``-``: 31/03/2027 for fr, es or en-GB, 03/31/2027 for en or en-US. Without a locale (the
+command line), either order is read when only one of them gives a date; when both do and differ
+(04/05/2027), the cell is refused with both readings.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from flask_babel import force_locale
+from babel import Locale, UnknownLocaleError
+from flask import has_request_context, request
+from flask_babel import force_locale, format_date, get_locale
 from flask_babel import gettext as _
 
 from tracker.labels import PRIORITY_LABELS, STATUS_LABELS
@@ -58,7 +67,48 @@ REPEATED = frozenset(
 MULTILINE = frozenset({"recommendation_text", "description", "note"})
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+#: Day, month and year (in some order) with one kind of separator: 31/03/2027, 31.03.2027, 3-31-2027.
+_NUMERIC_DATE = re.compile(r"^(\d{1,2})([/.-])(\d{1,2})\2(\d{4})$")
+#: How each order is written in a message (the letters of ISO 8601, in every language).
+_ORDER_PATTERNS = {"dmy": "DD/MM/YYYY", "mdy": "MM/DD/YYYY"}
 _STATUSES = ", ".join(s.value for s in Status)
+
+
+def reader_locale() -> Locale | None:
+    """The locale whose dates the person importing writes: the page's language, with the region their
+    browser names for that language (en, and Accept-Language en-GB → en_GB); None outside a request."""
+    if not has_request_context():
+        return None
+    language = get_locale()
+    for tag in request.accept_languages.values():
+        try:
+            wanted = Locale.parse(tag, sep="-")
+        except (ValueError, TypeError, UnknownLocaleError):
+            continue
+        if language is not None and wanted.language == language.language and wanted.territory:
+            return wanted
+    return language
+
+
+def date_order(locale: Locale | str | None) -> str | None:
+    """ "dmy" or "mdy": the order of day and month in the locale's short date format (Babel's CLDR
+    data); None without a locale, or for one that writes the year first (both orders are tried)."""
+    if not locale:
+        return None
+    try:
+        pattern = Locale.parse(locale).date_formats["short"].pattern
+    except (ValueError, TypeError, UnknownLocaleError):
+        return None
+    pattern = re.sub(r"'[^']*'", "", pattern)  # quoted literal text
+    order = "".join(dict.fromkeys(c for c in pattern if c in "dMy"))
+    return {"dMy": "dmy", "Mdy": "mdy"}.get(order)
+
+
+def _day(year: int, month: int, day: int) -> date | None:
+    try:
+        return date(year, month, day)
+    except ValueError:
+        return None
 
 
 @dataclass(slots=True)
@@ -92,7 +142,9 @@ def _choices(labels: Mapping[Any, Any]) -> dict[str, str]:
 class _RowParser:
     """Types the cells of a row and records what is wrong through ``problem`` (the planner's)."""
 
-    def __init__(self) -> None:
+    def __init__(self, date_locale: Locale | str | None = None) -> None:
+        #: "dmy", "mdy" or None (either, unless both give a date): how to read 04/05/2027.
+        self.date_order = date_order(date_locale)
         self.statuses = _choices(STATUS_LABELS)
         self.priorities = _choices(PRIORITY_LABELS)
         self.shared: dict[str, str] = {}
@@ -166,10 +218,41 @@ class _RowParser:
                 return date.fromisoformat(text)
             except ValueError:
                 pass
-        self.problem(
-            p, column, _("%(value)s is not a date: write it YYYY-MM-DD, e.g. 2026-11-24.", value=text)
-        )
+        elif match := _NUMERIC_DATE.match(text):
+            first, second, year = int(match[1]), int(match[3]), int(match[4])
+            readings = {"dmy": _day(year, second, first), "mdy": _day(year, first, second)}
+            if self.date_order is not None:
+                if readings[self.date_order] is not None:
+                    return readings[self.date_order]
+            else:
+                found = sorted({d for d in readings.values() if d is not None})
+                if len(found) == 1:
+                    return found[0]
+                if len(found) == 2:
+                    self.problem(p, column, self._ambiguous(text, *found))
+                    return None
+        if self.date_order is None:
+            message = _("%(value)s is not a date: write it YYYY-MM-DD, e.g. 2026-11-24.", value=text)
+        else:
+            message = _(
+                "%(value)s is not a date: write it YYYY-MM-DD or %(pattern)s, e.g. 2026-11-24.",
+                value=text,
+                pattern=_ORDER_PATTERNS[self.date_order],
+            )
+        self.problem(p, column, message)
         return None
+
+    @staticmethod
+    def _ambiguous(text: str, one: date, other: date) -> str:
+        return _(
+            "%(value)s could be %(first)s or %(second)s: write it YYYY-MM-DD (%(first_iso)s or "
+            "%(second_iso)s).",
+            value=text,
+            first=format_date(one, "long"),
+            second=format_date(other, "long"),
+            first_iso=one.isoformat(),
+            second_iso=other.isoformat(),
+        )
 
     def _choice(
         self, p: _Parsed, column: str, accepted: dict[str, str], message: Callable[[str], str]

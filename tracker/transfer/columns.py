@@ -86,8 +86,9 @@ COLUMN_HELP: dict[str, Any] = {
     "owner_email": _l("Optional: an active focal point or manager of the office."),
     "deputy_email": _l("Optional: like the owner, and someone else."),
     "deadline": _l(
-        "Required for a new action: YYYY-MM-DD, or a date cell. The current deadline: on an existing "
-        "action a new date is recorded as a deadline set by the importing reviewer."
+        "Required for a new action: YYYY-MM-DD, a date cell, or day, month and year in your "
+        "language's order (31/03/2027 in French or British English). The current deadline: on an "
+        "existing action a new date is recorded as a deadline set by the importing reviewer."
     ),
     "agreed_deadline": _l(
         "Optional: the deadline agreed in the plan (default: the deadline). Set when the action is "

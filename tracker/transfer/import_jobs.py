@@ -20,6 +20,7 @@ from datetime import UTC, date, datetime
 from types import SimpleNamespace
 from typing import Any
 
+from babel import Locale
 from flask import current_app
 from flask_babel import gettext as _
 from flask_babel import ngettext
@@ -45,11 +46,18 @@ _EVERY = 1000
 _PIECE = 1 << 20
 
 
-def start_preview(user: User, stored: StoredUpload, now: datetime) -> BackgroundJob:
-    """Queue the preview of a stored upload, the file copied into the job; flushes, the caller commits."""
+def start_preview(
+    user: User, stored: StoredUpload, now: datetime, date_locale: Locale | None = None
+) -> BackgroundJob:
+    """Queue the preview of a stored upload, the file copied into the job; flushes, the caller commits.
+
+    ``date_locale`` (the uploader's, from their request) is kept so that the job reads dates as the
+    page would; the apply job inherits it.
+    """
+    params = {"filename": stored.filename, "date_locale": str(date_locale) if date_locale else None}
     with stored.open() as file:
         pieces = iter(lambda: file.read(_PIECE), b"")
-        return enqueue(user, PREVIEW, {"filename": stored.filename}, input_chunks=pieces, now=now)
+        return enqueue(user, PREVIEW, params, input_chunks=pieces, now=now)
 
 
 def job_of(user: User, job_id: int) -> BackgroundJob | None:
@@ -67,7 +75,11 @@ def confirm(user: User, preview: BackgroundJob, now: datetime) -> BackgroundJob 
         return None
     if result["problem_count"] or not result["changes_anything"] or result.get("applying"):
         return None
-    params = {"filename": result["filename"], "preview": preview.id}
+    params = {
+        "filename": result["filename"],
+        "preview": preview.id,
+        "date_locale": json.loads(preview.params).get("date_locale"),
+    }
     applying = enqueue(
         user, APPLY, params, input_chunks=read_input(preview), total=2 * result["rows"], now=now
     )
@@ -101,13 +113,13 @@ def _counted(rows: Any, progress: Progress, total: int | None) -> Iterator[read.
 
 def _read_plan(job: BackgroundJob, progress: Progress, total: int | None) -> ImportPlan:
     """Plan the job's file, reporting the rows read; a file that cannot be read fails the job."""
-    filename = json.loads(job.params)["filename"]
+    params = json.loads(job.params)
     max_bytes, max_rows = _limits()
     try:
         with open_input(job) as file:
-            table = read.open_table(file, filename, max_bytes=max_bytes, max_rows=max_rows)
+            table = read.open_table(file, params["filename"], max_bytes=max_bytes, max_rows=max_rows)
             table.rows = _counted(table.rows, progress, total)
-            return plan_import(table)
+            return plan_import(table, params.get("date_locale"))
     except read.ImportFileError as exc:
         raise JobFailed(exc.message) from None
 

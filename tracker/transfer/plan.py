@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from babel import Locale
 from flask_babel import gettext as _
 from sqlalchemy.orm import joinedload
 
@@ -139,10 +140,13 @@ def ordered(problems: Iterable[Problem]) -> list[Problem]:
     return sorted(problems, key=lambda p: (p.row or 0, order.get(p.column or "", -1), p.message))
 
 
-def plan_import(table: Table) -> ImportPlan:
-    """Validate every row and decide what to create, update or leave alone; writes nothing."""
+def plan_import(table: Table, date_locale: Locale | str | None = None) -> ImportPlan:
+    """Validate every row and decide what to create, update or leave alone; writes nothing.
+
+    ``date_locale`` (the importing person's, see cells.reader_locale) says how 04/05/2027 reads.
+    """
     with no_cycle_collection():
-        return _Planner(table).plan()
+        return _Planner(table, date_locale).plan()
 
 
 @contextmanager
@@ -192,10 +196,10 @@ def _person(user: User | None) -> str:
 class _Planner(_RowParser):
     """Validates rows and plans the changes; holds the lookups loaded for the file."""
 
-    def __init__(self, table: Table) -> None:
+    def __init__(self, table: Table, date_locale: Locale | str | None = None) -> None:
         self.table = table
         self.problems: list[Problem] = []
-        super().__init__()
+        super().__init__(date_locale)
 
     def problem(self, parsed: _Parsed | None, column: str | None, message: str) -> None:
         """Record a problem at a row and column."""

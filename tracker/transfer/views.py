@@ -32,6 +32,7 @@ from tracker.dashboard.views import parse_filters
 from tracker.extensions import db
 from tracker.permissions import Perm, require
 from tracker.transfer import apply, columns, export, export_jobs, import_jobs, read, uploads
+from tracker.transfer.cells import reader_locale
 from tracker.transfer.forms import UploadForm
 from tracker.transfer.plan import ImportPlan, plan_import
 
@@ -82,7 +83,7 @@ def upload() -> ResponseReturnValue:
                 status = exc.status
             else:
                 if stored is not None and rows > inline:
-                    job = import_jobs.start_preview(current_user, stored, now)
+                    job = import_jobs.start_preview(current_user, stored, now, reader_locale())
                     db.session.commit()
                     uploads.discard_upload(token)
                     return redirect(url_for(".job", job_id=job.id), 303)
@@ -230,7 +231,7 @@ def _plan(stored: uploads.StoredUpload, now: datetime, *, rehearse: bool = True)
     try:
         with stored.open() as file:
             table = read.open_table(file, stored.filename, max_bytes=max_bytes, max_rows=max_rows)
-            plan = plan_import(table)
+            plan = plan_import(table, reader_locale())
     except read.ImportFileError as exc:
         uploads.discard_upload(stored.token)
         flash(exc.message, "error")
