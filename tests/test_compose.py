@@ -466,6 +466,40 @@ def test_reviewers_get_one_daily_list_of_completions_awaiting_verification(app, 
     assert {email for kind, email in told(app) if kind == "review_queue"} == {"reviewer@example.test"}
 
 
+def test_the_daily_list_names_actions_proposed_by_offices(app, programme, world):
+    with app.app_context():
+        item = ActionItem(
+            recommendation_id=world.recommendation_id,
+            office_id=world.offices["MY"],
+            title="Proposed by MY",
+            owner_id=world.user_ids["focal_my"],
+            deadline=date(2027, 3, 31),
+            agreed_deadline=date(2027, 3, 31),
+            status="proposed",
+        )
+        item.updates = [
+            ActionUpdate(
+                author_id=world.user_ids["focal_my"],
+                created_at=datetime(2026, 11, 22, 3, 0, tzinfo=UTC),
+                new_status="proposed",
+                event="proposed",
+            )
+        ]
+        db.session.add(item)
+        db.session.commit()
+    run(app, datetime(2026, 11, 25, 8, 0, tzinfo=UTC))
+    queue = mail(app, "review_queue", "reviewer@example.test")
+    assert queue.subject == "1 item awaiting your review — MY"
+    text = queue.body_text
+    assert "proposed by its office and awaits your acceptance" in text
+    assert "Proposed by MY" in text and "waiting 3 days" in text
+    assert "reported completed" not in text  # a proposal is not listed as a completion
+    assert "Proposed by MY" in queue.body_html and "awaits your acceptance" in queue.body_html
+    # Nobody is reminded about the proposal itself: it is not in the plan yet.
+    others = [n for n in outbox(app) if n.kind != "review_queue"]
+    assert others and not [n.kind for n in others if "Proposed by MY" in n.body_text]
+
+
 # --- speed -------------------------------------------------------------------------------------------------
 
 

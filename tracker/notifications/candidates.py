@@ -135,14 +135,19 @@ def candidate_items(
     return found
 
 
+#: What waits for a reviewer's decision as an item's status: a completion, or an office's proposal.
+_AWAITING_REVIEW = (Status.COMPLETED.value, Status.PROPOSED.value)
+
+
 def review_queue(offices: dict[int, Office]) -> list[tuple[Item, datetime | None]]:
-    """Items reported completed, with when (latest report in history), the longest waiting first."""
+    """Items reported completed or proposed, with when (the latest such row in history), the longest
+    waiting first."""
     reported = (
         sa.select(
             ActionUpdate.action_item_id.label("item_id"),
             sa.func.max(ActionUpdate.created_at).label("reported_at"),
         )
-        .where(ActionUpdate.new_status == Status.COMPLETED.value)
+        .where(ActionUpdate.new_status.in_(_AWAITING_REVIEW))
         .group_by(ActionUpdate.action_item_id)
         .subquery()
     )
@@ -150,7 +155,7 @@ def review_queue(offices: dict[int, Office]) -> list[tuple[Item, datetime | None
         sa.select(*ITEM_COLUMNS, reported.c.reported_at)
         .join(ActionItem.recommendation)
         .outerjoin(reported, reported.c.item_id == ActionItem.id)
-        .where(ActionItem.status == Status.COMPLETED.value)
+        .where(ActionItem.status.in_(_AWAITING_REVIEW))
         .order_by(sa.func.coalesce(reported.c.reported_at, ActionItem.updated_at), ActionItem.id)
     )
     keys = office_keys(offices)

@@ -31,7 +31,8 @@ With n counted in whole days of the item's office's calendar:
   is written only with a mail that reports the item (a recipient who already had an escalation mail
   that day makes the item wait for the next).
 - **review_queue**: each active reviewer who is not away gets the completions awaiting
-  verification and the pending extension requests, when there are any.
+  verification, the actions proposed by offices and the pending extension requests, when there
+  are any.
 - **digest**: see :func:`compose_digests` and ``digest.py``.
 
 **Bounded mails.** A mail lists at most :data:`LIST_LIMIT` items, the most urgent first (the

@@ -20,7 +20,7 @@ from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from tracker.models import ActionItem, ExtensionRequest, NotificationKind, Office, Role, User
+from tracker.models import ActionItem, ExtensionRequest, NotificationKind, Office, Role, Status, User
 from tracker.permissions import Perm, can
 from tracker.profile.absences import Away
 
@@ -105,6 +105,8 @@ class Line:
     facts: Facts | None = None
     #: Review list: the pending extension request this line is about (None: a completion).
     extension: ExtensionRequest | None = None
+    #: Review list: an action its office proposed, awaiting acceptance (not a completion).
+    proposed: bool = False
 
 
 @dataclass(slots=True)
@@ -387,7 +389,8 @@ def escalation(ctx: Context) -> Iterator[Tell]:
 
 
 def review_queue(ctx: Context) -> Iterator[Tell]:
-    """Each reviewer here today: completions awaiting verification and pending extension requests."""
+    """Each reviewer here today: completions awaiting verification, actions proposed by offices and
+    pending extension requests."""
     reviewers = [
         (user, found)
         for user in ctx.role(Role.REVIEWER)
@@ -399,9 +402,11 @@ def review_queue(ctx: Context) -> Iterator[Tell]:
     for reviewer, (day, _moment) in reviewers:
         zone = reviewer.zone
         for item, reported_at in completions:
-            if ctx.may(reviewer, Perm.VERIFY_ACTION, item):
+            proposed = item.status == Status.PROPOSED
+            if ctx.may(reviewer, Perm.DECIDE_PROPOSAL if proposed else Perm.VERIFY_ACTION, item):
                 on = local_date(reported_at or item.updated_at, zone)
-                yield Tell(NotificationKind.REVIEW_QUEUE, reviewer, day, Line(item, (day - on).days, on))
+                line = Line(item, (day - on).days, on, proposed=proposed)
+                yield Tell(NotificationKind.REVIEW_QUEUE, reviewer, day, line)
         for request in extensions:
             if can(reviewer, Perm.DECIDE_EXTENSION, request):
                 on = local_date(request.requested_at, zone)
@@ -423,7 +428,7 @@ def _by_deadline(line: Line) -> tuple[Any, ...]:
 
 
 def _longest_first(line: Line) -> tuple[Any, ...]:
-    return (line.extension is not None, -line.days, line.item.office.code, line.item.id)
+    return (line.extension is not None, line.proposed, -line.days, line.item.office.code, line.item.id)
 
 
 #: Every daily reminder kind, in the order compose runs them.
