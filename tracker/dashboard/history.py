@@ -455,13 +455,20 @@ def rates_over_time(
 def for_dashboard(figures: Dashboard, today: date) -> RatesOverTime:
     """The lines of the dashboard's offices (its scope and filters) and of the programme, under the
     dashboard's recommendation filters; ``today`` is the UTC date."""
-    rec_ids = {r.id for r in figures.matrix.recommendations}
-    return rates_over_time(rate_history(today), [p.office for p in figures.offices], rec_ids)
+    rec_ids = frozenset(r.id for r in figures.matrix.recommendations)
+    return _lines(today, [p.office for p in figures.offices], rec_ids)
 
 
 def for_office(office: _Office, today: date) -> RatesOverTime:
     """The line of ``office`` (one the reader may see) and the programme's; ``today`` is the UTC date."""
-    return rates_over_time(rate_history(today), [office], None)
+    return _lines(today, [office], None)
+
+
+def _lines(today: date, offices: Sequence[_Office], rec_ids: frozenset[int] | None) -> RatesOverTime:
+    # Adding up every (recommendation, office) pair costs tens of milliseconds in Python: once per
+    # data version, quarter, offices and recommendations (an office's rename raises the version).
+    key = ("rates-over-time", tuple(past_quarters(today)), tuple(o.id for o in offices), rec_ids)
+    return cache.cached(key, lambda: rates_over_time(rate_history(today), offices, rec_ids))
 
 
 def _added(sums: Sequence[Point], points: Sequence[Point]) -> list[Point]:
