@@ -569,10 +569,14 @@ def _history_is_append_only(mapper: Any, connection: Any, target: ActionUpdate) 
 
 
 class EvidenceFile(db.Model):
-    """A file uploaded as evidence with an update; stored under instance/ with a random name."""
+    """A file uploaded as evidence with an update; its content is kept in the database
+    (``stored_file``), so that every web host serves it and a database backup holds it."""
 
     __tablename__ = "evidence_file"
-    __table_args__ = (sa.CheckConstraint("size >= 0", name="size_positive"),)
+    __table_args__ = (
+        sa.CheckConstraint("size >= 0", name="size_positive"),
+        sa.CheckConstraint("stored_file_id IS NOT NULL OR stored_name IS NOT NULL", name="content_somewhere"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     action_update_id: Mapped[int] = mapped_column(sa.ForeignKey("action_update.id"), index=True)
@@ -580,14 +584,58 @@ class EvidenceFile(db.Model):
     action_item_id: Mapped[int] = mapped_column(sa.ForeignKey("action_item.id"), index=True)
     #: The name the user gave the file (shown and used for downloads, never for storage).
     filename: Mapped[str] = mapped_column(sa.String(255))
-    #: Random name on disk under instance/uploads/.
-    stored_name: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    #: The content, in the database.
+    stored_file_id: Mapped[int | None] = mapped_column(sa.ForeignKey("stored_file.id"), unique=True)
+    #: Random name in the upload folder (TRACKER_UPLOAD_DIR) of a file written before files were
+    #: kept in the database; None once `flask tracker move-uploads` has moved it in.
+    stored_name: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
     content_type: Mapped[str] = mapped_column(sa.String(100))
     size: Mapped[int]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     update: Mapped[ActionUpdate] = relationship(back_populates="files")
     action_item: Mapped[ActionItem] = relationship()
+
+
+class StoredFile(db.Model):
+    """A file kept in the database as pieces of at most 1 MB (``file_chunk``), written and read one
+    piece at a time: evidence files, and import files waiting for their confirmation."""
+
+    __tablename__ = "stored_file"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    size: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class FileChunk(db.Model):
+    """One piece of a stored file, in order of ``seq`` (0, 1, 2 …)."""
+
+    __tablename__ = "file_chunk"
+
+    file_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("stored_file.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(primary_key=True)
+    data: Mapped[bytes] = mapped_column(sa.LargeBinary)
+
+
+class ImportUpload(db.Model):
+    """An uploaded import file waiting between its preview and its confirmation (at most a day),
+    in the database so that the confirmation may reach another web host."""
+
+    __tablename__ = "import_upload"
+
+    #: The random token the preview page carries.
+    token: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("user_account.id", ondelete="CASCADE"), index=True)
+    filename: Mapped[str] = mapped_column(sa.String(255))
+    stored_file_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("stored_file.id", ondelete="CASCADE"), unique=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+    stored_file: Mapped[StoredFile] = relationship()
 
 
 class Absence(db.Model):
@@ -826,6 +874,23 @@ class SchedulerLease(db.Model):
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
     #: JSON: job id → next run time (ISO 8601), shown on the admin outbox page.
     next_runs: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class SchedulerRun(db.Model):
+    """The last run of each scheduler job (one row per job id, rewritten by each run): when it
+    started, how long it took, whether it failed, and its figures, for /metrics and the admins."""
+
+    __tablename__ = "scheduler_run"
+
+    job_id: Mapped[str] = mapped_column(sa.String(50), primary_key=True)
+    #: The scheduler process that ran it (SchedulerLease.holder).
+    holder: Mapped[str] = mapped_column(sa.String(200))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    duration_seconds: Mapped[float] = mapped_column(sa.Float)
+    succeeded: Mapped[bool]
+    #: A short line of figures (mails composed, sent …) or the error.
+    detail: Mapped[str | None] = mapped_column(sa.String(500))
 
 
 class JobState(enum.StrEnum):
