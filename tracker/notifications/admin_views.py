@@ -10,9 +10,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import format_decimal, ngettext
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from flask_babel import ngettext
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 from wtforms import SelectChoice
@@ -20,7 +20,7 @@ from wtforms import SelectChoice
 from tracker import params
 from tracker.extensions import db
 from tracker.labels import kind_label
-from tracker.models import Notification, NotificationKind, NotificationState, SchedulerLease
+from tracker.models import Notification, NotificationKind, NotificationState, SchedulerLease, SchedulerRun
 from tracker.notifications import dispatch, health
 from tracker.notifications.compose import offices_without_manager
 from tracker.notifications.forms import ConfirmForm, ResendFailedForm
@@ -91,6 +91,11 @@ def scheduler_heartbeats(now: datetime) -> list[Heartbeat]:
     ]
 
 
+def last_runs() -> list[SchedulerRun]:
+    """The last run of each scheduler job, by job id (one row per job, whichever scheduler ran it)."""
+    return list(db.session.scalars(sa.select(SchedulerRun).order_by(SchedulerRun.job_id)))
+
+
 def _filters() -> dict[str, str]:
     """The list's filters from the URL; unknown values are ignored."""
     kind = request.args.get("kind", "")
@@ -131,6 +136,8 @@ def index() -> str:
         kinds=list(NotificationKind),
         states=list(NotificationState),
         heartbeats=scheduler_heartbeats(datetime.now(UTC)),
+        last_runs=last_runs(),
+        format_decimal=format_decimal,
         kind_label=kind_label,
         state_label=state_label,
         stale_after=int(STALE_AFTER.total_seconds() // 60),
