@@ -76,12 +76,13 @@ class VersionedCache:
             self.version = None
 
 
-def cache_of(app: Flask) -> VersionedCache:
-    """The app's cache, created at first use (each app, and so each worker process, has its own)."""
-    found = app.extensions.get(_EXTENSION)
+def cache_of(app: Flask, name: str = _EXTENSION, size: int = ENTRIES) -> VersionedCache:
+    """The app's cache called ``name``, created at first use (each app, and so each worker
+    process, has its own)."""
+    found = app.extensions.get(name)
     if found is None:
         with _CREATE:
-            found = app.extensions.setdefault(_EXTENSION, VersionedCache())
+            found = app.extensions.setdefault(name, VersionedCache(size))
     return found
 
 

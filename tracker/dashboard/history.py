@@ -53,15 +53,13 @@ aggregates, per data version) covers every input of the past figures that can ch
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from flask import Flask, current_app
+from flask import current_app
 
 from tracker.dashboard import cache
 from tracker.dashboard.aggregates import last_quarters
@@ -159,7 +157,9 @@ def rate_history(today: date) -> RateHistory:
 
     def combined() -> RateHistory:
         key = (quarters, cache.cached(("rate-fingerprint", quarters), lambda: fingerprint(quarters)))
-        past = _past_cache(current_app).get_or_compute(key, lambda: load_past_rates(quarters))
+        past = cache.cache_of(current_app, "rate_history_past", PAST_ENTRIES).get_or_compute(
+            _PAST_VERSION, key, lambda: load_past_rates(quarters)
+        )
         now = load_current_rates()
         empty = (Point(),) * len(quarters)
         pairs = {pair: (*past.get(pair, empty), now.get(pair, Point())) for pair in past.keys() | now.keys()}
@@ -366,46 +366,9 @@ def fingerprint(quarters: Sequence[tuple[int, int]]) -> tuple[Any, ...]:
 
 #: Past figures kept per app: a few fingerprints (the quarters roll over, the data changes).
 PAST_ENTRIES = 4
-_PAST_EXTENSION = "rate_history_past"
-_CREATE = threading.Lock()
-
-
-class _PastCache:
-    """Least-recently-used past figures by (quarters, fingerprint); thread-safe. Not tied to the
-    data version: the fingerprint says when they no longer hold."""
-
-    def __init__(self, size: int = PAST_ENTRIES) -> None:
-        self.size = size
-        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get_or_compute(self, key: Hashable, compute: Any) -> Any:
-        """The value of ``key``: from the cache, else computed (outside the lock) and kept."""
-        with self._lock:
-            if key in self._entries:
-                self._entries.move_to_end(key)
-                return self._entries[key]
-        value = compute()  # two threads may compute the same entry at once; both are equal
-        with self._lock:
-            self._entries[key] = value
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-        return value
-
-    def clear(self) -> None:
-        """Forget every entry."""
-        with self._lock:
-            self._entries.clear()
-
-
-def _past_cache(app: Flask) -> _PastCache:
-    # Per app rather than per module: each app has its own database (tests make one per test).
-    found = app.extensions.get(_PAST_EXTENSION)
-    if found is None:
-        with _CREATE:
-            found = app.extensions.setdefault(_PAST_EXTENSION, _PastCache())
-    return found
+#: The past figures' cache is not tied to the data version (the fingerprint in the key says when
+#: they no longer hold), so every lookup passes this one constant version.
+_PAST_VERSION = 0
 
 
 def _moment(ends: Sequence[datetime]) -> Any:
