@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from flask import (
@@ -199,6 +200,32 @@ def edit_user(user_id: int) -> Response | str:
     )
 
 
+def _confirm_page(
+    title: str, text: list[str], button: str, back: str, form: ConfirmForm | None = None
+) -> str:
+    """The confirmation asked before a change to an account (one button, and Cancel back)."""
+    return render_template(
+        "admin/confirm.html", form=form or ConfirmForm(), title=title, text=text, button=button, cancel=back
+    )
+
+
+def _apply(change: Callable[[], object], done: str, unchanged: str | None = None) -> bool:
+    """Run a confirmed change, commit it and say how it went; a refused one is rolled back and its
+    reason shown. ``unchanged`` is said instead of ``done`` when the change returns False."""
+    try:
+        changed = change()
+        db.session.commit()
+    except (UserError, twofactor.TwoFactorError) as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+        return False
+    if changed is False and unchanged is not None:
+        flash(unchanged, "info")
+    else:
+        flash(done, "success")
+    return True
+
+
 @bp.route("/users/<int:user_id>/deactivate", methods=["GET", "POST"])
 @login_required
 def deactivate_user(user_id: int) -> Response | str:
@@ -213,9 +240,7 @@ def deactivate_user(user_id: int) -> Response | str:
         if not user.active:
             flash(_("%(name)s is already deactivated.", name=user.name), "info")
             return redirect(back)
-        return render_template(
-            "admin/confirm.html",
-            form=ConfirmForm(),
+        return _confirm_page(
             title=_("Deactivate %(name)s?", name=user.name),
             text=[
                 _(
@@ -227,19 +252,13 @@ def deactivate_user(user_id: int) -> Response | str:
                 _("Their actions and history stay as they are. You can reactivate the account later."),
             ],
             button=_("Deactivate %(name)s", name=user.name),
-            cancel=back,
+            back=back,
         )
-    try:
-        changed = services.deactivate_user(current_user, user)
-        db.session.commit()
-    except UserError as exc:
-        db.session.rollback()
-        flash(exc.message, "error")
-    else:
-        if changed:
-            flash(_("%(name)s is deactivated and signed out everywhere.", name=user.name), "success")
-        else:
-            flash(_("%(name)s is already deactivated.", name=user.name), "info")
+    _apply(
+        lambda: services.deactivate_user(current_user, user),
+        _("%(name)s is deactivated and signed out everywhere.", name=user.name),
+        _("%(name)s is already deactivated.", name=user.name),
+    )
     return redirect(back)
 
 
@@ -254,9 +273,7 @@ def reactivate_user(user_id: int) -> Response | str:
         if user.active:
             flash(_("%(name)s is already active.", name=user.name), "info")
             return redirect(back)
-        return render_template(
-            "admin/confirm.html",
-            form=ConfirmForm(),
+        return _confirm_page(
             title=_("Reactivate %(name)s?", name=user.name),
             text=[
                 _(
@@ -266,19 +283,13 @@ def reactivate_user(user_id: int) -> Response | str:
                 )
             ],
             button=_("Reactivate %(name)s", name=user.name),
-            cancel=back,
+            back=back,
         )
-    try:
-        changed = services.reactivate_user(current_user, user)
-        db.session.commit()
-    except UserError as exc:
-        db.session.rollback()
-        flash(exc.message, "error")
-    else:
-        if changed:
-            flash(_("%(name)s is active again and can sign in.", name=user.name), "success")
-        else:
-            flash(_("%(name)s is already active.", name=user.name), "info")
+    _apply(
+        lambda: services.reactivate_user(current_user, user),
+        _("%(name)s is active again and can sign in.", name=user.name),
+        _("%(name)s is already active.", name=user.name),
+    )
     return redirect(back)
 
 
@@ -293,9 +304,7 @@ def reset_password(user_id: int) -> Response | str:
         flash(_("Change your own password on the Password page."), "error")
         return redirect(back)
     if request.method == "GET":
-        return render_template(
-            "admin/confirm.html",
-            form=ConfirmForm(),
+        return _confirm_page(
             title=_("Reset the password of %(name)s?", name=user.name),
             text=[
                 _(
@@ -305,17 +314,15 @@ def reset_password(user_id: int) -> Response | str:
                 )
             ],
             button=_("Reset the password of %(name)s", name=user.name),
-            cancel=back,
+            back=back,
         )
-    try:
-        temporary = services.reset_password(current_user, user)
-        db.session.commit()
-    except UserError as exc:
-        db.session.rollback()
-        flash(exc.message, "error")
+    temporary: list[str] = []
+    if not _apply(
+        lambda: temporary.append(services.reset_password(current_user, user)),
+        _("The password of %(name)s has been reset.", name=user.name),
+    ):
         return redirect(back)
-    flash(_("The password of %(name)s has been reset.", name=user.name), "success")
-    response = make_response(render_template("admin/password_reset.html", user=user, temporary=temporary))
+    response = make_response(render_template("admin/password_reset.html", user=user, temporary=temporary[0]))
     response.headers["Cache-Control"] = "no-store"  # the password must not stay in any cache
     return response
 
@@ -335,9 +342,7 @@ def end_sessions(user_id: int) -> Response | str:
         if not count:
             flash(_("%(name)s has no open session.", name=user.name), "info")
             return redirect(back)
-        return render_template(
-            "admin/confirm.html",
-            form=ConfirmForm(),
+        return _confirm_page(
             title=_("End every session of %(name)s?", name=user.name),
             text=[
                 ngettext(
@@ -351,16 +356,12 @@ def end_sessions(user_id: int) -> Response | str:
                 _("Their password stays as it is: they can sign in again."),
             ],
             button=_("End all sessions of %(name)s", name=user.name),
-            cancel=back,
+            back=back,
         )
-    try:
-        services.end_sessions(current_user, user, _now())
-        db.session.commit()
-    except UserError as exc:
-        db.session.rollback()
-        flash(exc.message, "error")
-    else:
-        flash(_("%(name)s is signed out everywhere.", name=user.name), "success")
+    _apply(
+        lambda: services.end_sessions(current_user, user, _now()),
+        _("%(name)s is signed out everywhere.", name=user.name),
+    )
     return redirect(back)
 
 
@@ -379,8 +380,7 @@ def reset_second_factor(user_id: int) -> Response | str:
         return redirect(back)
     form = ConfirmForm()
     if not form.validate_on_submit():
-        return render_template(
-            "admin/confirm.html",
+        return _confirm_page(
             form=form,
             title=_("Reset the second factor of %(name)s?", name=user.name),
             text=[
@@ -395,19 +395,12 @@ def reset_second_factor(user_id: int) -> Response | str:
                 ),
             ],
             button=_("Reset the second factor of %(name)s", name=user.name),
-            cancel=back,
+            back=back,
         )
-    try:
-        twofactor.reset(current_user, user, _now())
-        db.session.commit()
-    except twofactor.TwoFactorError as exc:
-        db.session.rollback()
-        flash(exc.message, "error")
-    else:
-        flash(
-            _("The second factor of %(name)s is reset and they are signed out everywhere.", name=user.name),
-            "success",
-        )
+    _apply(
+        lambda: twofactor.reset(current_user, user, _now()),
+        _("The second factor of %(name)s is reset and they are signed out everywhere.", name=user.name),
+    )
     return redirect(back)
 
 
@@ -452,13 +445,12 @@ def delete_user_absence(user_id: int, absence_id: int) -> Response | str:
         db.session.commit()
         flash(_("The absence is removed."), "success")
         return redirect(back)
-    return render_template(
-        "admin/confirm.html",
+    return _confirm_page(
         form=form,
         title=_("Remove this absence?"),
         text=[absences.span_text(absence)],
         button=_("Remove absence"),
-        cancel=back,
+        back=back,
     )
 
 
