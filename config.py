@@ -116,6 +116,8 @@ class Config:
     #: The scheduler's lease: a standby takes over at most this long after the holder stops.
     TRACKER_LEASE_SECONDS = _env_int("TRACKER_LEASE_SECONDS", 45)
     TRACKER_LEASE_RENEW_SECONDS = _env_int("TRACKER_LEASE_RENEW_SECONDS", 15)
+    #: On SIGTERM the scheduler gives running jobs this long to finish, then exits without them.
+    TRACKER_SCHEDULER_STOP_SECONDS = _env_int("TRACKER_SCHEDULER_STOP_SECONDS", 10)
     #: How often the scheduler composes (who is in their morning) and dispatches the outbox.
     TRACKER_COMPOSE_EVERY_SECONDS = _env_int("TRACKER_COMPOSE_EVERY_SECONDS", 15 * 60)
     TRACKER_DISPATCH_EVERY_SECONDS = _env_int("TRACKER_DISPATCH_EVERY_SECONDS", 60)
@@ -133,7 +135,9 @@ class Config:
     #: Action exports with more rows than this are prepared in the background, not in the request.
     TRACKER_EXPORT_INLINE_ROWS_CSV = _env_int("TRACKER_EXPORT_INLINE_ROWS_CSV", 100000)
     TRACKER_EXPORT_INLINE_ROWS_XLSX = _env_int("TRACKER_EXPORT_INLINE_ROWS_XLSX", 20000)
-    #: Evidence files: where they are kept, the size of one file, how many one update may carry.
+    #: Evidence files: the size of one file, how many one update may carry. They are kept in the
+    #: database; TRACKER_UPLOAD_DIR is where they were kept before, read only to serve the files
+    #: not yet moved in and by `flask --app wsgi tracker move-uploads`, which moves them.
     TRACKER_UPLOAD_DIR = os.environ.get("TRACKER_UPLOAD_DIR") or str(INSTANCE_DIR / "uploads")
     TRACKER_MAX_UPLOAD_BYTES = _env_int("TRACKER_MAX_UPLOAD_MB", 10) * 1024 * 1024
     TRACKER_MAX_FILES_PER_UPDATE = 5
@@ -142,9 +146,8 @@ class Config:
     TRACKER_IMPORT_MAX_ROWS = _env_int("TRACKER_IMPORT_MAX_ROWS", 200000)
     #: Imports with more rows than this are previewed and applied in the background (a job).
     TRACKER_IMPORT_INLINE_ROWS = _env_int("TRACKER_IMPORT_INLINE_ROWS", 2000)
-    #: Where an uploaded import waits for its confirmation (at most a day); empty means
-    #: <TRACKER_UPLOAD_DIR>/imports, which hosts behind one proxy already share.
-    TRACKER_IMPORT_DIR = os.environ.get("TRACKER_IMPORT_DIR") or None
+    # An uploaded import waits for its confirmation (at most a day) in the database; the former
+    # TRACKER_IMPORT_DIR is no longer read.
     # The whole request: every file at its largest, plus the form.
     MAX_CONTENT_LENGTH = TRACKER_MAX_FILES_PER_UPDATE * TRACKER_MAX_UPLOAD_BYTES + 1024 * 1024
     #: Sign-in attempts allowed per client address (Flask-Limiter notation).
@@ -152,9 +155,22 @@ class Config:
     #: Where the rate limiter counts: memory:// is per process; use redis://host:6379 with
     #: several workers or hosts.
     RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
+    #: When that storage cannot be reached (Redis restarting), count in each process's memory
+    #: until it answers again, and never turn a storage error into a failed request: sign-in
+    #: keeps working, held to the limit per process meanwhile.
+    RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = _env_bool("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
+    RATELIMIT_SWALLOW_ERRORS = _env_bool("RATELIMIT_SWALLOW_ERRORS", True)
     RATELIMIT_HEADERS_ENABLED = True
     #: How many reverse proxies in front of the app set X-Forwarded-* headers (0: trust none).
     TRACKER_PROXIES = _env_int("TRACKER_PROXIES", 0)
+
+    # Operations (tracker/ops/): /healthz, /readyz, /metrics, request logs.
+    #: Log records as ``text`` lines (the default) or ``json``, one object per line.
+    TRACKER_LOG_FORMAT = os.environ.get("TRACKER_LOG_FORMAT") or "text"
+    #: /metrics answers a request carrying ``Authorization: Bearer <this token>`` (empty: none) ...
+    TRACKER_METRICS_TOKEN = os.environ.get("TRACKER_METRICS_TOKEN") or None
+    #: ... or one from these addresses or networks (after TRACKER_PROXIES); anyone else gets a 404.
+    TRACKER_METRICS_ALLOW = _env_list("TRACKER_METRICS_ALLOW", ("127.0.0.1", "::1"))
 
     # Sign-in (tracker/auth/): server-side sessions, the second factor, single sign-on, the audit log.
     #: A session not used for this many hours ends (sessions kept with "Keep me signed in" excepted).

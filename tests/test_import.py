@@ -7,12 +7,9 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import json
-import os
 import re
-import time
 import zipfile
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -23,13 +20,16 @@ from tracker.extensions import db
 from tracker.models import (
     ActionItem,
     ActionUpdate,
+    FileChunk,
+    ImportUpload,
     Notification,
     Recommendation,
     RecommendationChange,
     Source,
+    StoredFile,
     User,
 )
-from tracker.transfer import columns, plan, uploads
+from tracker.transfer import columns, plan
 
 COLUMNS = list(columns.COLUMNS)
 
@@ -149,9 +149,15 @@ def _snapshot(app) -> tuple:
 
 
 def _stored_files(app) -> set[str]:
+    """The tokens of the uploads waiting in the database; no stored file is left without one."""
     with app.app_context():
-        folder = uploads.import_dir()
-        return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+        tokens = set(db.session.scalars(sa.select(ImportUpload.token)))
+        files = db.session.scalar(sa.select(sa.func.count()).select_from(StoredFile))
+        chunks = db.session.scalar(
+            sa.select(sa.func.count(sa.distinct(FileChunk.file_id))).select_from(FileChunk)
+        )
+        assert files == chunks == len(tokens)
+        return tokens
 
 
 def _rec(code: str, **values) -> dict:
@@ -466,10 +472,10 @@ def test_cancel_forgets_the_file(app, world, login_as):
     c = login_as(world.users["reviewer"])
     url, _ = _preview(c, _csv([_rec("R-2")]))
     token = url.rsplit("/", 1)[-1]
-    assert _stored_files(app) >= {f"{token}.data", f"{token}.json"}
+    assert token in _stored_files(app)
     cancelled = c.post(f"{url}/cancel", data={"csrf_token": csrf_token(c.get(url).text)})
     assert cancelled.status_code == 303
-    assert c.get(url).status_code == 404 and not {f"{token}.data", f"{token}.json"} & _stored_files(app)
+    assert c.get(url).status_code == 404 and token not in _stored_files(app)
 
 
 # --- round trips with exports --------------------------------------------------------------
@@ -816,7 +822,7 @@ def test_a_file_or_rows_over_the_limits_is_refused_with_413(app, world, login_as
     assert len(bomb) < 30000
     response = _upload(c, bomb, "bomb.xlsx")
     assert response.status_code == 413 and "bomb.xlsx expands to more than" in response.text
-    assert _snapshot(app) == before and len(_stored_files(app)) == len(stored) + 2
+    assert _snapshot(app) == before and len(_stored_files(app)) == len(stored) + 1
     # Beyond the size of any request (MAX_CONTENT_LENGTH, set for evidence files): Flask's 413 page.
     monkeypatch.setitem(app.config, "MAX_CONTENT_LENGTH", 1000)
     huge = _upload(c, "x" * 5000, "huge.csv")
@@ -859,16 +865,15 @@ def test_preview_tokens_belong_to_their_uploader_and_expire(app, world, login_as
     ):
         assert reviewer.get(bad).status_code == 404, bad
     with app.app_context():
-        meta = uploads.import_dir() / f"{token}.json"
-        data = json.loads(meta.read_text())
-        data["created_at"] = "2000-01-01T00:00:00+00:00"
-        meta.write_text(json.dumps(data))
-        old = time.time() - 3 * 86400
-        for suffix in (".data", ".json"):
-            os.utime(uploads.import_dir() / f"{token}{suffix}", (old, old))
+        db.session.execute(
+            sa.update(ImportUpload)
+            .where(ImportUpload.token == token)
+            .values(created_at=datetime.now(UTC) - timedelta(days=1, minutes=1))
+        )
+        db.session.commit()
     assert reviewer.get(url).status_code == 404  # more than a day old
     _preview(reviewer, _csv([_rec("R-3")]))  # the next upload sweeps old files away
-    assert not {f"{token}.data", f"{token}.json"} & _stored_files(app)
+    assert token not in _stored_files(app)
 
 
 @pytest.mark.parametrize("role", ["manager", "manager_sg", "focal_sg"])

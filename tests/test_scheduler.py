@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -45,8 +46,8 @@ def test_dispatch_runs_again_when_a_dead_dispatchers_claims_lapse(app, tmp_path,
     queue(app, 2, now=T0)
     with app.app_context():
         assert len(claim(T0, 10, timedelta(seconds=60), "dead:1:abc")) == 2  # then it was killed
-        assert dispatch_job(T0 + timedelta(seconds=5)) == T0 + timedelta(seconds=61)
-        assert dispatch_job(T0 + timedelta(seconds=61)) is None  # taken and sent (as .eml files)
+        assert dispatch_job(T0 + timedelta(seconds=5)).wake_at == T0 + timedelta(seconds=61)
+        assert dispatch_job(T0 + timedelta(seconds=61)).wake_at is None  # taken and sent (as .eml files)
         states = set(db.session.scalars(sa.select(Notification.state)))
     assert states == {"sent"}
 
@@ -184,3 +185,103 @@ def test_three_schedulers_at_once_send_each_mail_once(app, world, database_url, 
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(5)
+
+
+def test_each_run_is_recorded_and_logged(app, world, tmp_path, mail_settings, caplog):
+    """run_once (the CLI twin) records every job in scheduler_run, one row per job, and logs its figures."""
+    import logging
+
+    from tracker.models import SchedulerRun
+    from tracker.scheduler import JOBS, Scheduler
+
+    caplog.set_level(logging.INFO, logger="tracker.scheduler")
+    mail_settings(TRACKER_MAIL_DIR=str(tmp_path / "mail"))
+    assert Scheduler(app).run_once()
+    with app.app_context():
+        runs = {run.job_id: run for run in db.session.scalars(sa.select(SchedulerRun))}
+        queued = db.session.scalar(sa.select(sa.func.count()).select_from(Notification))
+        db.session.remove()
+    assert set(runs) == {job.id for job in JOBS}
+    assert all(run.succeeded and run.finished_at >= run.started_at for run in runs.values())
+    # The world's items are overdue: as many reminders as it is morning for their owners now.
+    assert runs["compose"].detail == f"{queued} reminders, 0 digests"
+    assert runs["dispatch"].detail == f"{queued} sent, 0 retried, 0 failed, 0 deferred"
+    assert runs["purge"].detail == "0 security events, 0 sessions, 0 background jobs purged"
+    assert runs["jobs"].detail == "0 background jobs run"
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("job ")]
+    assert len(lines) == 4 and any(
+        re.fullmatch(rf"job compose done in \d+\.\d\d s: {queued} reminders, 0 digests", line)
+        for line in lines
+    ), lines
+
+    # A second run rewrites the rows; a failing job records its error's one-line summary.
+    mail_settings(MAIL_USE_TLS=True, MAIL_USE_SSL=True)
+    assert Scheduler(app).run_once()
+    with app.app_context():
+        again = {run.job_id: run for run in db.session.scalars(sa.select(SchedulerRun))}
+    assert len(again) == 4
+    assert again["compose"].started_at > runs["compose"].started_at and again["compose"].succeeded
+    assert not again["dispatch"].succeeded
+    assert again["dispatch"].detail.startswith(
+        "MailConfigError: MAIL_USE_TLS and MAIL_USE_SSL exclude each other"
+    )
+
+
+def test_a_stopped_scheduler_exits_in_time_though_a_job_is_stuck(
+    app, world, database_url, silent_server, tmp_path
+):
+    """SIGTERM while dispatch waits on a relay that never answers: the process stops taking jobs,
+    waits the grace (2 s here), releases the lease and exits, without the stuck job."""
+    from tests.test_mail_faults import queue
+
+    queue(app, 1, now=datetime.now(UTC) - timedelta(minutes=1))
+    process = _scheduler(
+        database_url,
+        tmp_path / "stuck.log",
+        MAIL_SERVER=silent_server.host,
+        MAIL_PORT=str(silent_server.port),
+        MAIL_TIMEOUT="120",
+        TRACKER_SCHEDULER_STOP_SECONDS="2",
+    )
+
+    def claimed() -> bool:
+        with app.app_context():
+            by = db.session.scalar(sa.select(Notification.claimed_by))
+            db.session.remove()
+        return by is not None
+
+    try:
+        assert _wait_for(claimed, 30), (tmp_path / "stuck.log").read_text()
+        time.sleep(0.5)  # now connecting to the silent relay, for up to 120 s
+        stopped_at = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0, (tmp_path / "stuck.log").read_text()
+        took = time.monotonic() - stopped_at
+        assert took < 8, took
+        assert _holder(app) is None  # released, not left to expire
+        log = (tmp_path / "stuck.log").read_text()
+        assert "dispatch still running after 2 s; exiting without them" in log
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def test_a_signal_while_jobs_are_being_submitted_does_not_hang_the_stop(app, database_url, tmp_path):
+    """The CI hang: SIGTERM landed while the main thread submitted the takeover's jobs, and the
+    handler's shutdown waited on the lock the interrupted submit held. Signals at many moments
+    right after the lease is taken must all end the process promptly."""
+    for attempt in range(6):
+        process = _scheduler(database_url, tmp_path / f"race-{attempt}.log", TRACKER_JOBS_EVERY_SECONDS="1")
+        try:
+            assert _wait_for(lambda: _holder(app) is not None, 20), (
+                tmp_path / f"race-{attempt}.log"
+            ).read_text()
+            time.sleep(0.05 * attempt)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(20) == 0, (tmp_path / f"race-{attempt}.log").read_text()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+        assert _wait_for(lambda: _holder(app) is None, 5)

@@ -508,7 +508,8 @@ def test_exports_neutralise_ascii_and_full_width_formula_starts(app, world, logi
 
 @pytest.mark.parametrize("field", ["owner", "deputy"])
 def test_a_focal_point_learns_nothing_about_emails_from_a_refused_owner_change(app, world, field):
-    headers = {"Authorization": f"Bearer {_token(app, world, 'focal_sg')}"}
+    # One request id for all: the answers carry it and must be the same otherwise.
+    headers = {"Authorization": f"Bearer {_token(app, world, 'focal_sg')}", "X-Request-ID": "same"}
     client = app.test_client()
     url = f"/api/v1/actions/{world.items['SG']}"
     answers = []
@@ -527,7 +528,7 @@ def test_a_focal_point_who_may_not_add_actions_is_refused_before_any_lookup(app,
     client = app.test_client()
     base = {"recommendation_id": world.recommendation_id, "title": "T", "deadline": "2027-02-01"}
     for label in ("focal_sg", "manager_sg"):
-        headers = {"Authorization": f"Bearer {_token(app, world, label)}"}
+        headers = {"Authorization": f"Bearer {_token(app, world, label)}", "X-Request-ID": "same"}
         answers = set()
         for office in ("SG", "MY", "XX"):
             for owner in ("nobody@x.test", world.users["focal_sg"], world.users["focal_my"]):

@@ -18,6 +18,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import ConfigError, config_from_environment
 from tracker.extensions import babel, csrf, db, limiter, login_manager, migrate
+from tracker.ops import register_ops
 from tracker.page_helpers import register_page_helpers
 from tracker.security import register_security
 
@@ -43,6 +44,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     register_extensions(app)
     register_security(app)  # before the blueprints: their <int:…> rules use its bounded converter
+    register_ops(app)  # logging, request ids and logs, metrics, /healthz /readyz /metrics
     register_blueprints(app)
     register_errorhandlers(app)
     register_template_helpers(app)

@@ -408,6 +408,118 @@ def purge_audit_command(dry_run: bool) -> None:
         click.echo("Dry run: nothing was written.")
 
 
+@tracker_cli.command("move-uploads")
+@click.option("--dry-run", is_flag=True, help="Only count what would be moved; change nothing.")
+@with_appcontext
+def move_uploads_command(dry_run: bool) -> None:
+    """Move the evidence files still in TRACKER_UPLOAD_DIR into the database, one file per transaction.
+
+    Safe to run again, and to interrupt: a new run finishes what an earlier one left. A file
+    missing from the folder is reported and its row left alone (the exit code is then 1).
+    """
+    from flask import current_app
+
+    from tracker.actions.evidence import move_uploads
+
+    try:
+        report = move_uploads(dry_run=dry_run, say=click.echo)
+    except OperationalError as exc:
+        db.session.rollback()
+        raise click.ClickException(f"cannot use the database (DATABASE_URL): {exc.orig}") from None
+    verb = "would be moved" if dry_run else "moved"
+    click.echo(
+        f"{report.moved} evidence files {verb} into the database ({report.bytes:,} bytes); "
+        f"{report.missing} missing from {current_app.config['TRACKER_UPLOAD_DIR']}."
+    )
+    click.echo(
+        "Import files waiting for their confirmation in the old import folder are not moved: "
+        "they were kept for a day only; whoever uploaded one uploads it again."
+    )
+    if dry_run:
+        click.echo("Dry run: nothing was written.")
+    if report.missing:
+        raise SystemExit(1)
+
+
+@tracker_cli.command("backup")
+@click.argument("path", metavar="FILE", type=click.Path(dir_okay=False, writable=True))
+@with_appcontext
+def backup_command(path: str) -> None:
+    """Write a complete, consistent backup of the database to FILE while the app keeps running.
+
+    Everything is in it: programme data, history, the outbox and the evidence files. SQLite is
+    copied with SQLite's online backup; PostgreSQL with pg_dump (custom format). The file appears
+    only when complete (it is written to FILE.partial first).
+    """
+    from pathlib import Path
+
+    from flask import current_app
+
+    from tracker.backup import BackupError, backup
+
+    try:
+        done = backup(current_app.config["SQLALCHEMY_DATABASE_URI"], Path(path))
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OperationalError as exc:
+        raise click.ClickException(f"cannot use the database (DATABASE_URL): {exc.orig}") from None
+    click.echo(
+        f"Wrote {path}: {done.size:,} bytes, {done.engine}, schema revision {done.revision or 'none'}, "
+        f"{done.actions if done.actions is not None else 'no'} actions."
+    )
+
+
+@tracker_cli.command("restore")
+@click.argument("path", metavar="FILE", type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.option(
+    "--yes", is_flag=True, help="Restore into a database that holds data: it is deleted first (asks)."
+)
+@with_appcontext
+def restore_command(path: str, yes: bool) -> None:
+    """Restore the backup FILE (from `tracker backup`) into the database of DATABASE_URL.
+
+    The database must be empty (a new one, or one just made by `flask db upgrade`), unless --yes
+    is given: then, once confirmed, everything in it is replaced. Stop the web app and the
+    scheduler first; afterwards run `flask db upgrade` if told to, then start them.
+    """
+    from pathlib import Path
+
+    from flask import current_app
+
+    from tracker.backup import BackupError, check_restorable, occupied_tables, restore, revision_advice
+
+    url = current_app.config["SQLALCHEMY_DATABASE_URI"]
+    shown = sa.make_url(url).render_as_string(hide_password=True)
+    try:
+        check_restorable(url, Path(path))
+        occupied = occupied_tables(url)
+        if occupied and not yes:
+            raise click.ClickException(
+                f"{shown} is not empty ({', '.join(occupied[:5])}{' …' if len(occupied) > 5 else ''} hold "
+                "rows); nothing was restored. Restore into an empty database: for PostgreSQL `createdb "
+                "NAME` and DATABASE_URL=postgresql://…/NAME, for SQLite a new file in DATABASE_URL. Or "
+                "give --yes to delete this database's data and replace it"
+            )
+        if occupied:
+            click.confirm(
+                f"Delete everything in {shown} ({len(occupied)} tables hold rows) "
+                f"and replace it with {path}?",
+                abort=True,
+            )
+        done = restore(url, Path(path))
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OperationalError as exc:
+        raise click.ClickException(f"cannot use the database (DATABASE_URL): {exc.orig}") from None
+    click.echo(
+        f"Restored {path} into {shown}: {done.engine}, schema revision {done.revision or 'none'}, "
+        f"{done.actions if done.actions is not None else 'no'} actions."
+    )
+    advice = revision_advice(done.revision, current_app.extensions["migrate"].directory)
+    if advice:
+        click.echo(f"Next: {advice}.")
+
+
 @tracker_cli.command("scheduler")
 @click.option("--once", is_flag=True, help="Take the lease, run every job once, and exit.")
 @with_appcontext

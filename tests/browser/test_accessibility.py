@@ -21,6 +21,7 @@ out in a 640 x 400 CSS-pixel viewport with two device pixels per CSS pixel, and 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -38,6 +39,7 @@ from flask_babel import force_locale
 
 from tests.browser.conftest import ARTIFACTS, screenshot
 from tests.conftest import PASSWORD, World
+from tracker import files
 from tracker.auth import twofactor
 from tracker.extensions import db
 from tracker.models import (
@@ -257,6 +259,7 @@ def pages_data(app: Flask, world: World) -> dict[str, int]:
     today = date.today()
     now = datetime.now(UTC)
     with app.app_context():
+        guide = files.write(io.BytesIO(b"%PDF-1.7\n% guide\n"))  # written first: it flushes
         sg, my = (db.session.get(Office, world.offices[code]) for code in ("SG", "MY"))
         focal_sg, focal_my, reviewer, manager_sg = (
             db.session.get(User, world.user_ids[label])
@@ -293,13 +296,11 @@ def pages_data(app: Flask, world: World) -> dict[str, int]:
             evidence_url="https://intranet.example.org/sites/IPODigital/SharedDocuments/2026/EFiling/"
             "LaunchReportFinalVersionApprovedByTheBoard.pdf",
         )
-        stored = secrets.token_hex(16)
-        (Path(app.config["TRACKER_UPLOAD_DIR"]) / stored).write_bytes(b"%PDF-1.7\n% guide\n")
         report.files = [
             EvidenceFile(
                 action_item=completed,
                 filename="guide.pdf",
-                stored_name=stored,
+                stored_file_id=guide.id,
                 content_type="application/pdf",
                 size=17,
             )

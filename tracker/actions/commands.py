@@ -241,8 +241,9 @@ def record_update(actor: User, item: ActionItem, now: datetime, request: UpdateR
     version (else ConflictError), the workflow allows the move for this actor, and what the move
     needs (a note, evidence). Only those who decide extensions set a deadline directly (recorded
     as theirs); the office asks with :func:`request_extension`. While a completion awaits
-    verification the office may add notes and evidence only. Files are stored last; the caller
-    commits, and discards the update's files from disk if the commit fails.
+    verification the office may add notes and evidence only. Every file is checked before any is
+    stored; they are stored last, in the database, so the caller's commit (or rollback) keeps (or
+    drops) them with the rest of the update.
     """
     require(actor, Perm.VIEW_ACTION, item, hide=True)
     _check_version(item, request.version)
@@ -280,14 +281,14 @@ def record_update(actor: User, item: ActionItem, now: datetime, request: UpdateR
     )
     item.status, item.progress, item.deadline, item.updated_at = target.value, progress, deadline, now
     for one in checked:
-        stored_name = evidence.store(one)
+        stored = evidence.store(one)
         update.files.append(
             EvidenceFile(
                 action_item=item,
                 filename=one.filename,
-                stored_name=stored_name,
+                stored_file_id=stored.id,
                 content_type=one.content_type,
-                size=len(one.data),
+                size=one.size,
                 created_at=now,
             )
         )

@@ -1,10 +1,22 @@
 """The home page (the actions a user may see), the action page with its update form, evidence files."""
 
+import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_babel import ngettext
@@ -30,7 +42,7 @@ from tracker.auth.services import safe_next_url
 from tracker.extensions import db
 from tracker.forms import show_refusal
 from tracker.labels import status_label
-from tracker.models import ActionItem, ActionUpdate, Status
+from tracker.models import ActionItem, Status
 from tracker.permissions import Perm, can, require
 from tracker.profile import absences
 
@@ -91,8 +103,8 @@ def detail(action_id: int) -> ResponseReturnValue:
             abort(403)
         if form.validate_on_submit():
             try:
-                update = commands.record_update(current_user, item, now, _update_request(form))
-                _commit(update)
+                commands.record_update(current_user, item, now, _update_request(form))
+                db.session.commit()  # the files too: they are in the database
             except commands.WorkflowError as exc:
                 db.session.rollback()
                 if exc.field == "deadline" and not can(current_user, Perm.DECIDE_EXTENSION, item):
@@ -231,8 +243,8 @@ def verify(action_id: int) -> ResponseReturnValue:
             version=_version(form), status=Status.VERIFIED.value, note=form.note.data or ""
         )
         try:
-            update = commands.record_update(current_user, item, now, request_)
-            _commit(update)
+            commands.record_update(current_user, item, now, request_)
+            db.session.commit()
         except commands.WorkflowError as exc:
             db.session.rollback()
             _field_error(form, exc)
@@ -486,20 +498,29 @@ def decide_proposal(action_id: int) -> ResponseReturnValue:
 @bp.route("/evidence/<int:file_id>")
 @login_required
 def evidence_file(file_id: int) -> Response:
-    """Download an evidence file; 404 unless the user may see its action."""
+    """Download an evidence file, streamed a piece at a time; 404 unless the user may see its action."""
     found = services.get_evidence_file(current_user, file_id)
-    if found is None or not evidence.path_of(found.stored_name).is_file():
+    content = evidence.content(found) if found is not None else None
+    if found is None or content is None:
         abort(404)
-    response = send_file(
-        evidence.path_of(found.stored_name),
-        mimetype=found.content_type,
-        as_attachment=True,
-        download_name=found.filename,
-        max_age=0,
-    )
-    response.headers["X-Content-Type-Options"] = "nosniff"
+    size, pieces = content
+    response = current_app.response_class(stream_with_context(pieces), mimetype=found.content_type)
+    response.content_length = size
+    response.headers.set("Content-Disposition", "attachment", **_download_name(found.filename))
     response.headers["Cache-Control"] = "private, no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+def _download_name(name: str) -> dict[str, str]:
+    """Content-Disposition's file name parameters, as send_file writes them (RFC 6266: an ASCII
+    ``filename`` and, for other names, ``filename*`` in UTF-8)."""
+    try:
+        name.encode("ascii")
+    except UnicodeEncodeError:
+        simple = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+        return {"filename": simple, "filename*": "UTF-8''" + quote(name, safe="!#$&+-.^_`|~")}
+    return {"filename": name}
 
 
 def _offer_choices(form: UpdateForm, item: ActionItem) -> bool:
@@ -521,14 +542,3 @@ def _update_request(form: UpdateForm) -> commands.UpdateRequest:
         evidence_url=form.evidence_url.data or None,
         files=list(request.files.getlist(form.files.name)),
     )
-
-
-def _commit(update: ActionUpdate) -> None:
-    """Commit, removing the update's stored files from disk if the commit fails."""
-    stored = [f.stored_name for f in update.files]
-    try:
-        db.session.commit()
-    except Exception:
-        db.session.rollback()
-        evidence.discard(stored)
-        raise

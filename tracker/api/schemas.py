@@ -664,6 +664,10 @@ PROBLEM_SCHEMA = {
             "items": _object({"field": _S_NULL, "message": _S}, "One refused field."),
         },
         "current_version": {"type": "integer", "description": "409/412: the action's version now."},
+        "request_id": {
+            "type": "string",
+            "description": "The answer's X-Request-ID, to quote when reporting it.",
+        },
     },
     "required": ["type", "title", "status", "detail"],
 }

@@ -41,6 +41,7 @@ from tracker.models import (
     normalise_email,
 )
 from tracker.offices import services as office_services
+from tracker.ops.logs import request_id
 from tracker.permissions import Perm, can_somewhere, require
 from tracker.recommendations import services as recommendation_services
 
@@ -90,6 +91,7 @@ def problem_response(
     if errors is not None:
         body["errors"] = [{"field": field, "message": message} for field, message in errors]
     body.update(extra)
+    body["request_id"] = request_id()  # the X-Request-ID of the answer, to quote when reporting it
     response = Response(json.dumps(body, ensure_ascii=False), status, mimetype="application/problem+json")
     response.headers.update(headers or {})
     return response

@@ -48,9 +48,10 @@ class VersionedCache:
         """The value of ``key`` at ``version``: from the cache, else computed (and kept if current)."""
         with self._lock:
             if version != self.version:
-                # A write happened: nothing older holds. A version lower than ours (a restored
-                # backup, or a reader that started before a write) also starts again from it, so
-                # that figures of a lost future are never served when the count climbs back.
+                # A write happened: nothing older holds. A version lower than ours (a reader that
+                # started before a write) also starts again from it. A restore sets the version
+                # above both the restored and the replaced one (tracker.backup), so a worker that
+                # saw nothing during it cannot meet its old number again for other data.
                 self._entries.clear()
                 self.version = version
             if version == self.version and key in self._entries:

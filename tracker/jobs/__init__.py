@@ -42,7 +42,6 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -52,6 +51,7 @@ from typing import IO, Any
 import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 
+from tracker import files
 from tracker.extensions import db
 from tracker.models import BackgroundJob, JobChunk, JobState, User
 
@@ -187,15 +187,7 @@ def read_input(job: BackgroundJob) -> Iterator[bytes]:
 
 def open_input(job: BackgroundJob) -> IO[bytes]:
     """The job's input file copied into a seekable temporary file (at position 0); close it after use."""
-    file = tempfile.TemporaryFile()  # noqa: SIM115 - the caller closes it
-    try:
-        for piece in read_input(job):
-            file.write(piece)
-        file.seek(0)
-    except BaseException:
-        file.close()
-        raise
-    return file
+    return files.spooled(read_input(job))
 
 
 def store_output(job: BackgroundJob, chunks: Iterable[bytes], *, file_name: str, content_type: str) -> int:

@@ -26,6 +26,7 @@ from flask_login import current_user, login_required
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
+from tracker import files
 from tracker.actions import queries
 from tracker.dashboard import services as dashboard
 from tracker.dashboard.views import parse_filters
@@ -71,22 +72,24 @@ def upload() -> ResponseReturnValue:
             upload = form.file.data
             name = read.clean_filename(upload.filename)
             now = _now()
-            # Copied to disk a block at a time, never more than the limit, whatever was sent.
-            token = uploads.store_upload(upload.stream, name, current_user.id, now, limit=max_bytes + 1)
-            stored = uploads.load_upload(token, current_user.id, now)
             inline = current_app.config["TRACKER_IMPORT_INLINE_ROWS"]
             try:
+                # Into the database a piece at a time (so that the confirmation may reach another
+                # host); a file over the limit is refused before anything is written.
+                token = uploads.store_upload(upload.stream, name, current_user.id, now, limit=max_bytes)
+                stored = uploads.load_upload(token, current_user.id, now)
                 rows = _first_rows(stored, inline) if stored is not None else 0
-            except read.ImportFileError as exc:
-                uploads.discard_upload(token)
-                form.file.errors = [*form.file.errors, exc.message]
-                status = exc.status
+            except (files.FileTooLarge, read.ImportFileError) as exc:
+                db.session.rollback()  # nothing of the file is kept
+                form.file.errors = [*form.file.errors, _refusal(exc, name, max_bytes)]
+                status = exc.status if isinstance(exc, read.ImportFileError) else 413
             else:
                 if stored is not None and rows > inline:
                     job = import_jobs.start_preview(current_user, stored, now, reader_locale())
+                    uploads.discard_upload(token)  # the job holds its own copy
                     db.session.commit()
-                    uploads.discard_upload(token)
                     return redirect(url_for(".job", job_id=job.id), 303)
+                db.session.commit()
                 return redirect(url_for(".preview", token=token), 303)
         else:
             status = 422
@@ -96,12 +99,23 @@ def upload() -> ResponseReturnValue:
             form=form,
             columns=columns.COLUMN_HELP,
             extras=columns.EXPORT_EXTRAS,
-            max_size=f"{max_bytes / 2**20:g} MB",
+            max_size=_mb(max_bytes),
             max_rows=max_rows,
             inline_rows=current_app.config["TRACKER_IMPORT_INLINE_ROWS"],
         ),
         status,
     )
+
+
+def _refusal(exc: files.FileTooLarge | read.ImportFileError, name: str, max_bytes: int) -> str:
+    """What to say of a refused upload."""
+    if isinstance(exc, read.ImportFileError):
+        return exc.message
+    return _("%(name)s is larger than %(size)s: split it into smaller files.", name=name, size=_mb(max_bytes))
+
+
+def _mb(size: int) -> str:
+    return f"{size / 2**20:g} MB"
 
 
 def _first_rows(stored: uploads.StoredUpload, most: int) -> int:
@@ -138,11 +152,13 @@ def preview(token: str) -> ResponseReturnValue:
             error, status = refused, 422
         elif not plan.changes_anything:
             uploads.discard_upload(token)
+            db.session.commit()
             flash(_("Nothing to import: the file matches what tracker holds."), "info")
             return redirect(url_for(".upload"), 303)
         else:
             try:
                 counts = apply.apply_import(plan, current_user, now, note)
+                uploads.discard_upload(token)  # with the import: kept if it fails
                 db.session.commit()
             except apply.ImportRefused:
                 error, status = refused, 422
@@ -158,7 +174,6 @@ def preview(token: str) -> ResponseReturnValue:
                 )
                 status = 409
             else:
-                uploads.discard_upload(token)
                 flash(apply.summary(counts), "success")
                 return redirect(url_for(".upload"), 303)
     return (
@@ -182,6 +197,7 @@ def cancel(token: str) -> ResponseReturnValue:
     if uploads.load_upload(token, current_user.id, _now()) is None:
         abort(404)
     uploads.discard_upload(token)
+    db.session.commit()
     flash(_("The file was not imported, and it is forgotten."), "info")
     return redirect(url_for(".upload"), 303)
 
@@ -234,6 +250,7 @@ def _plan(stored: uploads.StoredUpload, now: datetime, *, rehearse: bool = True)
             plan = plan_import(table, reader_locale())
     except read.ImportFileError as exc:
         uploads.discard_upload(stored.token)
+        db.session.commit()
         flash(exc.message, "error")
         return None
     if rehearse:
