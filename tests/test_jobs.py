@@ -160,6 +160,14 @@ def test_a_large_export_is_prepared_in_the_background_with_the_same_rows(
     assert response.status_code == 303
     job_url = response.headers["Location"]
     job_id = int(re.fullmatch(r"/jobs/(\d+)", job_url).group(1))
+    # Asked again while it waits (a double click): the same job, not a second one.
+    again = c.get(f"/export/actions.{fmt}", query_string=query)
+    assert again.status_code == 303 and again.headers["Location"] == job_url
+    other = c.get(f"/export/actions.{fmt}")  # every action: other filters, a job of its own
+    assert other.status_code == 303 and other.headers["Location"] != job_url
+    with app.app_context():
+        db.session.execute(sa.delete(BackgroundJob).where(BackgroundJob.id != job_id))
+        db.session.commit()
     page = c.get(job_url)
     assert page.status_code == 200 and "Waiting to start" in page.text
     assert '<meta http-equiv="refresh" content="3">' in page.text

@@ -13,12 +13,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import IO, Any
 
+import sqlalchemy as sa
 from flask_babel import gettext as _
 from flask_babel import ngettext
 
 from tracker.actions import queries
+from tracker.extensions import db
 from tracker.jobs import CHUNK_BYTES, JobFailed, Progress, enqueue, handler, store_output
-from tracker.models import BackgroundJob, User
+from tracker.models import BackgroundJob, JobState, User
 from tracker.transfer import columns, export
 
 XLSX_MIMETYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -36,8 +38,25 @@ def file_name(fmt: str, now: datetime) -> str:
 
 
 def queue_export(user: User, fmt: str, args: Mapping[str, str], now: datetime, total: int) -> BackgroundJob:
-    """Queue the export of the actions ``user`` may see under the list's filters ``args``; flushes."""
-    params = {"format": fmt, "filters": dict(args), "now": now.isoformat()}
+    """Queue the export of the actions ``user`` may see under the list's filters ``args``; flushes.
+
+    The same export asked again while one is still waiting or running (a double click, a reload)
+    is that job: the person is sent to it rather than given a second copy to wait for.
+    """
+    filters = dict(args)
+    waiting = db.session.scalars(
+        sa.select(BackgroundJob)
+        .where(
+            BackgroundJob.user_id == user.id,
+            BackgroundJob.kind == KINDS[fmt],
+            BackgroundJob.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]),
+        )
+        .order_by(BackgroundJob.id)
+    )
+    for job in waiting:
+        if json.loads(job.params).get("filters") == filters:
+            return job
+    params = {"format": fmt, "filters": filters, "now": now.isoformat()}
     return enqueue(user, KINDS[fmt], params, total=total, now=now)
 
 
