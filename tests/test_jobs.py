@@ -307,6 +307,22 @@ def test_a_failure_marks_the_job_failed_and_mails_the_person(app, world, smtp_se
     assert any("The file has no header row." in b and f"/jobs/{refused}" in b for b in bodies)
 
 
+def test_the_mail_gives_the_time_in_the_persons_zone(app, world, smtp_server):
+    # Asked at 01:30 UTC, 09:30 in Singapore, the focal point's office: the mail says 9:30 AM
+    # (the scheduler renders it outside any request, where Flask-Babel would write UTC).
+    asked = datetime(2026, 11, 30, 1, 30, tzinfo=UTC)
+    _queue(app, world.user_ids["focal_sg"], "test_refused", now=asked)
+    with app.app_context():
+        assert run_pending(datetime.now(UTC), "test-runner") == 1
+        dispatch(datetime.now(UTC))
+    (message,) = [m.parsed() for m in smtp_server.messages]
+    text = message.get_body(("plain",)).get_content()
+    assert re.search(r"on Nov 30, 2026, 9:30\sAM", text), text
+    assert "1:30" not in text
+    html = message.get_body(("html",)).get_content()
+    assert re.search(r"on Nov 30, 2026, 9:30\sAM", html)
+
+
 def test_a_job_whose_runner_died_starts_again_then_fails_after_the_limit(app, world, settings):
     settings(TRACKER_JOB_MAX_ATTEMPTS=2)
     job_id = _queue(app, world.user_ids["reviewer"], "test_echo", input_chunks=[b"x"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextvars import ContextVar
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -23,6 +23,7 @@ from flask_babel import force_locale, get_translations
 from jinja2 import Environment
 from jinja2.ext import InternationalizationExtension
 
+from tracker import formats
 from tracker.models import User
 from tracker.notifications.outbox import Email
 
@@ -34,6 +35,9 @@ _HIGH_BYTES = bytes(range(128, 256))
 _LOCALE: ContextVar[str] = ContextVar("mail_locale", default="")
 #: The catalogue of the mail being rendered, looked up once per mail.
 _CATALOGUE: ContextVar[Any] = ContextVar("mail_catalogue")
+#: The recipient while a mail is rendered: moments are written in their zone, not in UTC (outside
+#: a request Flask-Babel knows no reader). Looked up only when a template writes a moment.
+_RECIPIENT: ContextVar[User | None] = ContextVar("mail_recipient", default=None)
 #: Dates kept written per process, at most (then forgotten and written again).
 _DATES_KEPT = 10_000
 #: The most bytes a mail that lists items may take as sent, whatever the backlog and the data.
@@ -128,7 +132,14 @@ def mail_environment() -> Environment:
                 text = written[key] = write(value, format)
             return text
 
-        env.filters = {**env.filters, "dateformat": dateformat}
+        def datetimeformat(value: Any, format: str = "medium") -> str:
+            recipient = _RECIPIENT.get()
+            if recipient is None or not isinstance(value, datetime):
+                return formats.format_datetime(value, format)
+            moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+            return formats.format_datetime(moment.astimezone(recipient.zone), format, rebase=False)
+
+        env.filters = {**env.filters, "dateformat": dateformat, "datetimeformat": datetimeformat}
         current_app.extensions["tracker_mail_environment"] = env
     return env
 
@@ -147,12 +158,14 @@ def render_email(kind: str, recipient: User, **context: Any) -> Email:
     locale = recipient_locale(recipient)
     with force_locale(locale):
         tokens = _LOCALE.set(locale), _CATALOGUE.set(get_translations())
+        recipient_token = _RECIPIENT.set(recipient)
         try:
             text_module = env.get_template(f"email/{kind}.txt").make_module(variables)
             html = env.get_template(f"email/{kind}.html").render(variables)
             subject = str(getattr(text_module, "subject", "")).strip()
             text = str(text_module).strip() + "\n"
         finally:
+            _RECIPIENT.reset(recipient_token)
             _LOCALE.reset(tokens[0])
             _CATALOGUE.reset(tokens[1])
     if not subject:
