@@ -150,7 +150,7 @@ def flask(env: dict[str, str], *args: str, timeout: float) -> Outcome:
 
 
 class Gunicorn:
-    """gunicorn serving wsgi:app on a free port, as the README starts it (default 30 s timeout)."""
+    """gunicorn serving wsgi:app on a free port with deploy/gunicorn.conf.py, as deployed (60 s timeout)."""
 
     def __init__(self, env: dict[str, str], workers: int, log: Path) -> None:
         self.port = free_port()
@@ -160,6 +160,8 @@ class Gunicorn:
                 sys.executable,
                 "-m",
                 "gunicorn",
+                "-c",
+                str(ROOT / "deploy" / "gunicorn.conf.py"),
                 "--workers",
                 str(workers),
                 "--bind",
@@ -894,7 +896,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- {note}")
     print(f"- Machine: {conditions} at the start; load average {_load()} at the end.")
     print(
-        f"- gunicorn: {args.workers} sync workers, default 30 s timeout; each export on fresh workers. "
+        f"- gunicorn: {args.workers} sync workers, deploy/gunicorn.conf.py (60 s timeout); "
+        "each export on fresh workers. "
         "Memory: the peak resident size of a worker, sampled from /proc every 50 ms, and what it grew "
         "by during the export (the figure judged). Whole run: "
         f"{time.perf_counter() - started:.0f} s."
