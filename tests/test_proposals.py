@@ -128,6 +128,10 @@ def test_declining_needs_a_note_cancels_and_tells_the_proposer(app, world, login
     refused = _decide(reviewer, item.id, item.version, "decline", note="  ")
     assert refused.status_code == 422 and "Say why the proposal is declined." in refused.text
     assert _proposal(app).status == "proposed"
+    # A decision on a version someone has since changed: 409, nothing decided, the page again.
+    stale = _decide(reviewer, item.id, item.version - 1, "accept")
+    assert stale.status_code == 409 and "Someone changed this action meanwhile." in stale.text
+    assert _proposal(app).status == "proposed" and "Train examiners on e-filing" in stale.text
     declined = _decide(reviewer, item.id, item.version, "decline", note="Covered by the national plan.")
     assert declined.status_code == 302
     assert _proposal(app).status == "cancelled"

@@ -62,6 +62,12 @@ def test_verify_from_the_queue_asks_for_a_confirmation(app, world, login_as):
     assert confirm.status_code == 200
     assert "All done" in confirm.text and "Yes, verify it" in confirm.text
     assert _state(app, item_id) == before
+    # Confirmed on a version someone has since changed: 409, the page again, nothing written.
+    stale = reviewer.post(
+        link, data={"csrf_token": csrf_token(confirm.text), "version": str(int(_version(confirm.text)) - 1)}
+    )
+    assert stale.status_code == 409 and "Someone changed this action meanwhile." in stale.text
+    assert "Yes, verify it" in stale.text and _state(app, item_id) == before
     done = reviewer.post(
         link + "?next=/verification",
         data={"csrf_token": csrf_token(confirm.text), "version": _version(confirm.text)},

@@ -221,6 +221,29 @@ def decide_extension(extension_id: int) -> ResponseReturnValue:
     return _page(_item_or_404(extension.action_item_id), now, 422, decision_form=form)
 
 
+def _decide(
+    item: ActionItem, form: FlaskForm, change: Callable[[], object], done: str, conflict: str
+) -> Response | tuple[ActionItem, int]:
+    """Run a reviewer's confirmed decision on ``item`` and commit it: then a redirect to ``next``
+    (or the action) with ``done`` said; if it is refused or the action changed meanwhile, the
+    action read again and the status to answer with, the reason on the form."""
+    item_id = item.id  # read before a rollback expires the instance
+    try:
+        change()
+        db.session.commit()
+    except commands.WorkflowError as exc:
+        db.session.rollback()
+        _field_error(form, exc)
+        return _item_or_404(item_id), exc.status
+    except (commands.ConflictError, StaleDataError):
+        db.session.rollback()
+        form.form_errors.append(conflict)
+        return _item_or_404(item_id), 409
+    flash(done, "success")
+    back = safe_next_url(request.args.get("next"))
+    return redirect(back or url_for(".detail", action_id=item_id))
+
+
 @bp.route("/actions/<int:action_id>/verify", methods=["GET", "POST"])
 @login_required
 def verify(action_id: int) -> ResponseReturnValue:
@@ -242,22 +265,16 @@ def verify(action_id: int) -> ResponseReturnValue:
         request_ = commands.UpdateRequest(
             version=_version(form), status=Status.VERIFIED.value, note=form.note.data or ""
         )
-        try:
-            commands.record_update(current_user, item, now, request_)
-            db.session.commit()
-        except commands.WorkflowError as exc:
-            db.session.rollback()
-            _field_error(form, exc)
-            status = exc.status
-        except (commands.ConflictError, StaleDataError):
-            db.session.rollback()
-            item = _item_or_404(action_id)
-            form.form_errors.append(_("Someone changed this action meanwhile. Check it and confirm again."))
-            status = 409
-        else:
-            flash(_("“%(title)s” is verified.", title=item.title), "success")
-            back = safe_next_url(request.args.get("next"))
-            return redirect(back or url_for(".detail", action_id=item.id))
+        outcome = _decide(
+            item,
+            form,
+            lambda: commands.record_update(current_user, item, now, request_),
+            _("“%(title)s” is verified.", title=item.title),
+            _("Someone changed this action meanwhile. Check it and confirm again."),
+        )
+        if not isinstance(outcome, tuple):
+            return outcome
+        item, status = outcome
     elif request.method == "POST":
         status = 422
     form.version.data = str(item.version)
@@ -469,25 +486,18 @@ def decide_proposal(action_id: int) -> ResponseReturnValue:
     elif form.validate_on_submit():
         accept = bool(form.accept.data)
         decide = proposals.accept_proposal if accept else proposals.decline_proposal
-        try:
-            decide(current_user, item, now, form.note.data or "", _version(form))
-            db.session.commit()
-        except commands.WorkflowError as exc:
-            db.session.rollback()
-            _field_error(form, exc)
-            item, status = _item_or_404(action_id), exc.status
-        except (commands.ConflictError, StaleDataError):
-            db.session.rollback()
-            item = _item_or_404(action_id)
-            form.form_errors.append(_("Someone changed this action meanwhile. Check it and try again."))
-            status = 409
-        else:
-            if accept:
-                flash(_("“%(title)s” is accepted into the plan.", title=item.title), "success")
-            else:
-                flash(_("The proposal “%(title)s” is declined.", title=item.title), "success")
-            back = safe_next_url(request.args.get("next"))
-            return redirect(back or url_for(".detail", action_id=item.id))
+        outcome = _decide(
+            item,
+            form,
+            lambda: decide(current_user, item, now, form.note.data or "", _version(form)),
+            _("“%(title)s” is accepted into the plan.", title=item.title)
+            if accept
+            else _("The proposal “%(title)s” is declined.", title=item.title),
+            _("Someone changed this action meanwhile. Check it and try again."),
+        )
+        if not isinstance(outcome, tuple):
+            return outcome
+        item, status = outcome
     elif request.method == "POST":
         status = 422
     form.version.data = str(item.version)
