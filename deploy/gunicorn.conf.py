@@ -29,6 +29,31 @@ graceful_timeout = 30
 accesslog = None
 errorlog = "-"
 
+# With TRACKER_LOG_FORMAT=json gunicorn's own lines (booting, worker timeouts, signals) are JSON
+# objects too, in the application's format, so that one log reader takes every line.
+if os.environ.get("TRACKER_LOG_FORMAT") == "json":
+    # gunicorn updates its default dictConfig with this one key by key: every part it names (the
+    # "console" handler, the access logger) is given here again. The root logger gets no handler
+    # here: the application adds its own (with the request id), which would otherwise double lines.
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "root": {"level": "INFO", "handlers": []},
+        "formatters": {"json": {"()": "tracker.ops.logs.JsonFormatter"}},
+        "handlers": {
+            "console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"},
+            "error_console": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            },
+        },
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
+            "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
+        },
+    }
+
 
 def on_starting(server: Any) -> None:
     """Empty PROMETHEUS_MULTIPROC_DIR: counts left by an earlier run would be added to this one's."""

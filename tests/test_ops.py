@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -377,3 +378,54 @@ def test_the_default_registry_counts_this_process_only(app):
     before = registry.get_sample_value("tracker_http_requests_total", labels) or 0
     client.get("/healthz")
     assert registry.get_sample_value("tracker_http_requests_total", labels) == before + 1
+
+
+def test_gunicorn_writes_json_lines_with_the_json_log_format(database_url, app, tmp_path):
+    """TRACKER_LOG_FORMAT=json: gunicorn's own lines and the application's are all JSON objects."""
+    port = _free_port()
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "DATABASE_URL", "PROMETHEUS"))
+    }
+    env.update(
+        TRACKER_CONFIG="development",
+        DATABASE_URL=database_url,
+        SECRET_KEY="gunicorn-test-secret",
+        WEB_CONCURRENCY="1",
+        TRACKER_LOG_FORMAT="json",
+    )
+    log_path = tmp_path / "gunicorn.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "deploy/gunicorn.conf.py",
+                "--bind",
+                f"127.0.0.1:{port}",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).read()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, log_path.read_text()
+                    time.sleep(0.2)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(30)
+    entries = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    loggers = {e["logger"] for e in entries}
+    assert {"gunicorn.error", "tracker.request"} <= loggers, entries
+    assert any("Booting worker" in e["message"] for e in entries)
+    requests = [e for e in entries if e["logger"] == "tracker.request"]
+    assert requests and all(e.get("request_id") for e in requests)
+    assert len({e["request_id"] for e in requests}) == len(requests)  # each line once, not doubled
