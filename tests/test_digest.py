@@ -12,6 +12,7 @@ The story, in 2026 (Q2 ends 1 July 00:00 UTC, Q3 ends 1 October 00:00 UTC):
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 
 import pytest
@@ -356,3 +357,18 @@ def test_a_scheduler_back_after_the_quarters_first_day_sends_the_digest_late(app
     assert late in received["manager@example.test"].get_body(("html",)).get_content()
     programme_wide = mail(app, "digest", "manager@example.test")
     assert programme_wide.idempotency_key == f"digest:user{story.user_ids['manager']}:2026Q3"
+
+
+def test_and_more_links_open_the_list_of_the_digests_scope(app, story, monkeypatch):
+    # With lists cut at 0 every section ends in "… and N more": the link opens the Actions list
+    # of the digest's office (all offices for a programme manager), overdue ones for that section.
+    monkeypatch.setattr("tracker.notifications.compose.LIST_LIMIT", 0)
+    digests(app, Q3, utc(2026, 10, 1, 9))
+    sg = mail(app, "digest", "manager.sg@example.test")
+    more = re.findall(r"… and \d+ more: (\S+)", sg.body_text)
+    assert "http://127.0.0.1:5000/?office=SG&overdue=1" in more, more
+    assert more and all(url.startswith("http://127.0.0.1:5000/?office=SG") for url in more), more
+    assert 'href="http://127.0.0.1:5000/?office=SG&amp;overdue=1"' in sg.body_html
+    everything = mail(app, "digest", "manager@example.test")
+    more = re.findall(r"… and \d+ more: (\S+)", everything.body_text)
+    assert "http://127.0.0.1:5000/?overdue=1" in more and "http://127.0.0.1:5000/" in more, more

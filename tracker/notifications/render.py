@@ -153,6 +153,7 @@ def render_email(kind: str, recipient: User, **context: Any) -> Email:
         "recipient": recipient,
         "link": site.url,
         "action_url": site.action,
+        "actions_list": site.actions_list,
         "base_url": current_app.config["TRACKER_BASE_URL"],
     }
     locale = recipient_locale(recipient)
