@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -455,18 +456,27 @@ def backup_command(path: str) -> None:
 
     from flask import current_app
 
-    from tracker.backup import BackupError, backup
+    from tracker.backup import backup
 
-    try:
+    with _backup_errors():
         done = backup(current_app.config["SQLALCHEMY_DATABASE_URI"], Path(path))
-    except BackupError as exc:
-        raise click.ClickException(str(exc)) from None
-    except OperationalError as exc:
-        raise click.ClickException(f"cannot use the database (DATABASE_URL): {exc.orig}") from None
     click.echo(
         f"Wrote {path}: {done.size:,} bytes, {done.engine}, schema revision {done.revision or 'none'}, "
         f"{done.actions if done.actions is not None else 'no'} actions."
     )
+
+
+@contextlib.contextmanager
+def _backup_errors() -> Iterator[None]:
+    """A backup or restore that could not be done, or a database out of reach: one line, exit 1."""
+    from tracker.backup import BackupError
+
+    try:
+        yield
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OperationalError as exc:
+        raise click.ClickException(f"cannot use the database (DATABASE_URL): {exc.orig}") from None
 
 
 @tracker_cli.command("restore")
@@ -486,11 +496,11 @@ def restore_command(path: str, yes: bool) -> None:
 
     from flask import current_app
 
-    from tracker.backup import BackupError, check_restorable, occupied_tables, restore, revision_advice
+    from tracker.backup import check_restorable, occupied_tables, restore, revision_advice
 
     url = current_app.config["SQLALCHEMY_DATABASE_URI"]
     shown = sa.make_url(url).render_as_string(hide_password=True)
-    try:
+    with _backup_errors():
         check_restorable(url, Path(path))
         occupied = occupied_tables(url)
         if occupied and not yes:
@@ -507,10 +517,6 @@ def restore_command(path: str, yes: bool) -> None:
                 abort=True,
             )
         done = restore(url, Path(path))
-    except BackupError as exc:
-        raise click.ClickException(str(exc)) from None
-    except OperationalError as exc:
-        raise click.ClickException(f"cannot use the database (DATABASE_URL): {exc.orig}") from None
     click.echo(
         f"Restored {path} into {shown}: {done.engine}, schema revision {done.revision or 'none'}, "
         f"{done.actions if done.actions is not None else 'no'} actions."

@@ -15,7 +15,7 @@ import io
 import tempfile
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import IO
+from typing import IO, Any
 
 import sqlalchemy as sa
 
@@ -87,17 +87,17 @@ def _read_piece(source: IO[bytes]) -> bytes:
 
 def read(file_id: int) -> Iterator[bytes]:
     """A stored file, one piece (≤ 1 MB) at a time: one SELECT per piece, so only one is in memory."""
-    seqs = list(
-        db.session.scalars(
-            sa.select(FileChunk.seq).where(FileChunk.file_id == file_id).order_by(FileChunk.seq)
-        )
-    )
-    for seq in seqs:
-        data = db.session.scalar(
-            sa.select(FileChunk.data).where(FileChunk.file_id == file_id, FileChunk.seq == seq)
-        )
-        if data is not None:
-            yield bytes(data)
+    return read_pieces(FileChunk.seq, FileChunk.data, FileChunk.file_id == file_id)
+
+
+def read_pieces(seq: Any, data: Any, *where: sa.ColumnElement[bool]) -> Iterator[bytes]:
+    """The pieces of a file kept as rows (``seq``, ``data``) that match ``where``, in order of
+    ``seq``: one SELECT per piece, so only one is in memory (stored files, background job files)."""
+    seqs = list(db.session.scalars(sa.select(seq).where(*where).order_by(seq)))
+    for number in seqs:
+        piece = db.session.scalar(sa.select(data).where(*where, seq == number))
+        if piece is not None:
+            yield bytes(piece)
 
 
 def size(file_id: int) -> int | None:

@@ -133,21 +133,7 @@ def _store(job_id: int, role: str, chunks: Iterable[bytes]) -> int:
 
 def read_chunks(job_id: int, role: str) -> Iterator[bytes]:
     """A stored file, one piece (≤ 1 MB) at a time: one SELECT per piece, so only one is in memory."""
-    seqs = list(
-        db.session.scalars(
-            sa.select(JobChunk.seq)
-            .where(JobChunk.job_id == job_id, JobChunk.role == role)
-            .order_by(JobChunk.seq)
-        )
-    )
-    for seq in seqs:
-        data = db.session.scalar(
-            sa.select(JobChunk.data).where(
-                JobChunk.job_id == job_id, JobChunk.role == role, JobChunk.seq == seq
-            )
-        )
-        if data is not None:
-            yield bytes(data)
+    return files.read_pieces(JobChunk.seq, JobChunk.data, JobChunk.job_id == job_id, JobChunk.role == role)
 
 
 def enqueue(
