@@ -203,6 +203,117 @@ def world(app: Flask) -> World:
         return build_world(date(2026, 11, 24))
 
 
+@dataclass
+class Indicators:
+    """Ids of the indicators fixture: indicator code → id, and measurement label → id."""
+
+    indicators: dict[str, int] = field(default_factory=dict)
+    measurements: dict[str, int] = field(default_factory=dict)
+
+
+def build_indicators(world: World) -> Indicators:
+    """Three indicators with SG's and MY's baselines and targets, and values of 2026Q2–Q3 (the world's
+    today is 2026-11-24, so 2026Q3 is the last quarter that has ended):
+
+    - ONLINE (percent, higher is better): SG 60 validated (Q2), 65 reported (Q3); MY 40 validated (Q2),
+      nothing for Q3.
+    - EXAM (months, lower is better): SG 20 validated (Q3); MY 30 sent back (Q3).
+    - GUIDE (yes/no): no values.
+    """
+    from datetime import UTC, datetime
+
+    from tracker.indicators.models import Indicator, IndicatorTarget, Measurement, MeasurementChange
+
+    found = Indicators()
+    reviewer = db.session.get(User, world.user_ids["reviewer"])
+    focal = {"SG": world.user_ids["focal_sg"], "MY": world.user_ids["focal_my"]}
+    specs = {
+        "ONLINE": ("Applications filed online", "percent", "higher"),
+        "EXAM": ("Months to first examination action", "months", "lower"),
+        "GUIDE": ("Examination guidelines published online", "yes_no", "higher"),
+    }
+    made = {}
+    for code, (name, unit, direction) in specs.items():
+        made[code] = Indicator(code=code, name=name, unit=unit, direction=direction, definition=f"{name}.")
+    db.session.add_all(made.values())
+    goals = {
+        ("ONLINE", "SG"): (50, "2025Q4", 90, "2027Q4"),
+        ("ONLINE", "MY"): (30, "2025Q4", 80, "2027Q4"),
+        ("EXAM", "SG"): (24, "2025Q4", 12, "2027Q4"),
+        ("EXAM", "MY"): (36, "2025Q4", 18, "2027Q4"),
+        ("GUIDE", "SG"): (0, "2025Q4", 1, "2026Q4"),
+    }
+    for (code, office), (bv, bp, tv, tp) in goals.items():
+        db.session.add(
+            IndicatorTarget(
+                indicator=made[code],
+                office_id=world.offices[office],
+                baseline_value=bv,
+                baseline_period=bp,
+                target_value=tv,
+                target_period=tp,
+            )
+        )
+    at = datetime(2026, 10, 10, 3, tzinfo=UTC)
+    values = {
+        "online_sg_q2": ("ONLINE", "SG", "2026Q2", 60, "validated"),
+        "online_sg_q3": ("ONLINE", "SG", "2026Q3", 65, "reported"),
+        "online_my_q2": ("ONLINE", "MY", "2026Q2", 40, "validated"),
+        "exam_sg_q3": ("EXAM", "SG", "2026Q3", 20, "validated"),
+        "exam_my_q3": ("EXAM", "MY", "2026Q3", 30, "sent_back"),
+    }
+    rows = {}
+    for label, (code, office, period, value, state) in values.items():
+        reviewed = state != "reported"
+        m = Measurement(
+            indicator=made[code],
+            office_id=world.offices[office],
+            period=period,
+            value=value,
+            state=state,
+            reported_by_id=focal[office],
+            reported_at=at,
+            reviewed_by=reviewer if reviewed else None,
+            reviewed_at=at if reviewed else None,
+            review_note="Check the source" if state == "sent_back" else None,
+        )
+        m.changes = [
+            MeasurementChange(
+                author_id=focal[office],
+                created_at=at,
+                event="reported",
+                new_value=value,
+                new_state="reported",
+            )
+        ]
+        if reviewed:
+            m.changes.append(
+                MeasurementChange(
+                    author=reviewer,
+                    created_at=at,
+                    event=state,
+                    old_value=value,
+                    new_value=value,
+                    old_state="reported",
+                    new_state=state,
+                    note=m.review_note,
+                )
+            )
+        rows[label] = m
+        db.session.add(m)
+    db.session.commit()
+    found.indicators = {code: i.id for code, i in made.items()}
+    found.measurements = {label: m.id for label, m in rows.items()}
+    return found
+
+
+@pytest.fixture
+def indicators(app: Flask, world: World) -> Indicators:
+    """Three indicators, baselines, targets and a few values of SG and MY (see build_indicators)."""
+    with app.app_context():
+        return build_indicators(world)
+
+
 @pytest.fixture
 def mail_settings(app: Flask) -> Iterator[Callable[..., None]]:
     """Change app settings for one test (``mail_settings(MAIL_TIMEOUT=1)``) and restore them afterwards."""

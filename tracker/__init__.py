@@ -135,6 +135,7 @@ def register_blueprints(app: Flask) -> None:
     from tracker.auth.sso_views import bp as sso_bp
     from tracker.auth.views import bp as auth_bp
     from tracker.dashboard.views import bp as dashboard_bp
+    from tracker.indicators.views import bp as indicators_bp
     from tracker.jobs.views import bp as jobs_bp
     from tracker.notifications.admin_views import bp as outbox_bp
     from tracker.notifications.views import bp as notifications_bp
@@ -155,6 +156,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(transfer_bp)
     app.register_blueprint(profile_bp)
     app.register_blueprint(jobs_bp)
+    app.register_blueprint(indicators_bp)
     # Token authentication only, never cookies: a cross-site form cannot act through the API.
     csrf.exempt(api_bp)
     app.register_blueprint(api_bp)

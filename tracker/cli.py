@@ -252,7 +252,7 @@ def remind_command(today_text: str | None, dry_run: bool) -> None:
 def digest_command(quarter_text: str | None, dry_run: bool) -> None:
     """Queue every manager's quarterly digest now (each manager gets each quarter's once)."""
     from tracker.notifications.compose import compose_digests
-    from tracker.notifications.digest import Quarter
+    from tracker.quarters import Quarter
 
     now = datetime.now(UTC)
     if quarter_text is None:

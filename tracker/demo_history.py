@@ -28,7 +28,7 @@ from tracker.models import (
     Status,
     User,
 )
-from tracker.notifications.digest import Quarter
+from tracker.quarters import Quarter
 
 #: What happened to one demo action, by name (see :func:`place`).
 KINDS = (

@@ -63,6 +63,7 @@ KIND_LABELS = {
     NotificationKind.JOB_DONE: _l("exports and imports that are ready"),
     NotificationKind.RESPONSE_REQUEST: _l("requests for your office’s response to a recommendation"),
     NotificationKind.PROPOSAL_DECIDED: _l("decisions on actions you proposed"),
+    NotificationKind.INDICATORS_DUE: _l("reminders of indicator values to report"),
 }
 
 

@@ -131,6 +131,8 @@ class NotificationKind(enum.StrEnum):
     RESPONSE_REQUEST = "response_request"
     #: A reviewer accepted or declined an action the office proposed; its proposer is told.
     PROPOSAL_DECIDED = "proposal_decided"
+    #: An office's indicator values for the quarter just ended are still missing (focal points).
+    INDICATORS_DUE = "indicators_due"
 
 
 class ExtensionState(enum.StrEnum):
@@ -239,6 +241,7 @@ class User(UserMixin, db.Model):
     notify_assignment: Mapped[bool] = mapped_column(default=True)
     notify_verified: Mapped[bool] = mapped_column(default=True)
     notify_review_queue: Mapped[bool] = mapped_column(default=True)
+    notify_indicators_due: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: SHA-256 of the secret in the user's calendar feed URL; None until they create one.
@@ -998,8 +1001,9 @@ event.listen(
 )
 
 
-#: The classes whose writes raise the data version (what the dashboard and the lists count).
-_WATCHED = (
+#: The classes whose writes raise the data version (what the dashboard and the lists count);
+#: feature modules add theirs with watch_data().
+_WATCHED: tuple[type, ...] = (
     Office,
     Recommendation,
     ActionItem,
@@ -1008,6 +1012,12 @@ _WATCHED = (
     OfficeResponse,
     ResponseRequest,
 )
+
+
+def watch_data(*classes: type) -> None:
+    """Count writes to ``classes`` as programme data changes (their figures are cached too)."""
+    global _WATCHED
+    _WATCHED = (*_WATCHED, *classes)
 
 
 def _watched(instance: object) -> bool:

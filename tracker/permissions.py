@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import abort
 
+from tracker.indicators.models import IndicatorTarget, Measurement, MeasurementState
 from tracker.models import (
     ActionItem,
     ActionUpdate,
@@ -65,6 +66,16 @@ class Perm(enum.StrEnum):
     MANAGE_ABSENCES = "manage_absences"
     #: Read the log of security events (sign-ins, second factors, sessions, roles, tokens).
     VIEW_AUDIT = "view_audit"
+    #: Read indicators and every office's validated values: exchanging them is the point.
+    VIEW_INDICATORS = "view_indicators"
+    #: Read values not yet validated (reported or sent back): see may_see_measurement.
+    VIEW_UNVALIDATED = "view_unvalidated"
+    #: Enter or correct an office's indicator values (by form, import or API).
+    REPORT_MEASUREMENT = "report_measurement"
+    #: Validate a reported value, or send it back with a note.
+    VALIDATE_MEASUREMENT = "validate_measurement"
+    #: Create and edit indicators, and set each office's baseline and target.
+    MANAGE_INDICATORS = "manage_indicators"
 
 
 class Scope(enum.Enum):
@@ -103,6 +114,13 @@ RULES: dict[Perm, dict[Role, Scope]] = {
     Perm.MANAGE_OUTBOX: {A: ALL},
     Perm.MANAGE_ABSENCES: {A: ALL},
     Perm.VIEW_AUDIT: {A: ALL},
+    Perm.VIEW_INDICATORS: {A: ALL, R: ALL, M: ALL, F: ALL},
+    # Unvalidated values: their office (focal points and its managers), reviewers and admins; a
+    # programme-wide manager sees validated values only (see may_see_measurement).
+    Perm.VIEW_UNVALIDATED: {A: ALL, R: ALL, M: OWN, F: OWN},
+    Perm.REPORT_MEASUREMENT: {A: ALL, R: ALL, F: OWN},
+    Perm.VALIDATE_MEASUREMENT: {A: ALL, R: ALL},
+    Perm.MANAGE_INDICATORS: {A: ALL, R: ALL},
 }
 
 
@@ -110,7 +128,7 @@ def office_of(obj: Any) -> int:
     """The id of the office an object belongs to (for OWN-scoped permissions)."""
     if isinstance(obj, Office):
         return obj.id
-    if isinstance(obj, ActionItem | OfficeResponse):
+    if isinstance(obj, ActionItem | OfficeResponse | Measurement | IndicatorTarget):
         return obj.office_id
     if isinstance(obj, ActionUpdate | EvidenceFile | ExtensionRequest):
         return obj.action_item.office_id
@@ -164,6 +182,45 @@ def office_scope_clause(user: User | Any, office_id_column: Any) -> sa.ColumnEle
     if not offices:
         return sa.false()
     return office_id_column.in_(sorted(offices))
+
+
+def may_see_measurement(user: User | Any, measurement: Measurement) -> bool:
+    """A validated value: every signed-in user; any other: its office, reviewers and admins."""
+    if measurement.state == MeasurementState.VALIDATED:
+        return can(user, Perm.VIEW_INDICATORS)
+    return _sees_unvalidated(user, measurement.office_id)
+
+
+def measurement_visibility_clause(
+    user: User | Any, state_column: Any, office_id_column: Any
+) -> sa.ColumnElement[bool]:
+    """A WHERE clause keeping the measurements the user may read (as may_see_measurement)."""
+    if not can(user, Perm.VIEW_INDICATORS):
+        return sa.false()
+    validated = state_column == MeasurementState.VALIDATED.value
+    offices = _unvalidated_offices(user)
+    if offices is None:
+        return sa.true()
+    if not offices:
+        return validated
+    return sa.or_(validated, office_id_column.in_(sorted(offices)))
+
+
+def _unvalidated_offices(user: Any) -> frozenset[int] | None:
+    # OWN means "their own office" here, also for managers: a programme-wide manager has none.
+    if not _usable(user):
+        return frozenset()
+    scope = RULES[Perm.VIEW_UNVALIDATED].get(Role(user.role))
+    if scope is ALL:
+        return None
+    if scope is OWN and user.office_id:
+        return frozenset({user.office_id})
+    return frozenset()
+
+
+def _sees_unvalidated(user: Any, office_id: int) -> bool:
+    offices = _unvalidated_offices(user)
+    return offices is None or office_id in offices
 
 
 def may_record_absence(actor: User | Any, person: User) -> bool:

@@ -86,7 +86,7 @@ from tracker.models import (
     User,
 )
 from tracker.notifications import candidates
-from tracker.notifications.digest import LIST_LIMIT, Figures, Quarter, build_figures
+from tracker.notifications.digest import LIST_LIMIT, Figures, build_figures
 from tracker.notifications.outbox import Email, enqueue
 from tracker.notifications.render import MAIL_BYTES, links, render_email, render_fitting
 from tracker.notifications.rules import (
@@ -103,6 +103,7 @@ from tracker.notifications.rules import (
     morning,
 )
 from tracker.permissions import office_scope
+from tracker.quarters import Quarter
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,9 @@ class PreferencesForm(FlaskForm):
     notify_assignment = BooleanField(_l("When I am made owner or deputy of an action"))
     notify_verified = BooleanField(_l("When a reviewer verifies an action of mine"))
     notify_review_queue = BooleanField(_l("The daily list of completions awaiting verification (reviewers)"))
+    notify_indicators_due = BooleanField(
+        _l("A reminder when my office's indicator values for a quarter are still missing (focal points)")
+    )
     submit = SubmitField(_l("Save preferences"))
 
 

@@ -20,6 +20,7 @@ OPTIONAL_KINDS = {
     "assignment": "notify_assignment",
     "verified": "notify_verified",
     "review_queue": "notify_review_queue",
+    "indicators_due": "notify_indicators_due",
 }
 
 

@@ -1,0 +1,1 @@
+"""Placeholder: routes of this part are added by its own change."""
