@@ -38,7 +38,7 @@ from flask import Flask, render_template_string
 from flask_babel import force_locale
 
 from tests.browser.conftest import ARTIFACTS, screenshot
-from tests.conftest import PASSWORD, World
+from tests.conftest import PASSWORD, World, build_indicators
 from tracker import files
 from tracker.auth import twofactor
 from tracker.extensions import db
@@ -409,7 +409,12 @@ def pages_data(app: Flask, world: World) -> dict[str, int]:
         key, enrolled_at = twofactor.new_secret(), now - timedelta(minutes=5)
         twofactor.enable(manager, key, pyotp.TOTP(key).at(enrolled_at), enrolled_at)
         db.session.commit()
+        # Indicators: SG's 2026Q3 online share awaits validation, MY's examination time was sent back.
+        found = build_indicators(world)
         return {
+            "indicator": found.indicators["ONLINE"],
+            "measurement": found.measurements["online_sg_q3"],
+            "sent_back_measurement": found.measurements["exam_my_q3"],
             "item": world.items["SG"],
             "recommendation": world.recommendation_id,
             "completed": completed.id,
