@@ -32,7 +32,7 @@ def _token(app, world, label: str) -> str:
 
 # Hypothesis warns when it formats a large generated body for its report; harmless here.
 @pytest.mark.filterwarnings("ignore:Generating overly large repr:hypothesis.errors.HypothesisWarning")
-def test_every_operation_conforms(app, world):
+def test_every_operation_conforms(app, world, indicators):
     secret = _token(app, world, "admin")
     config = SchemathesisConfig.from_dict(
         {
@@ -69,7 +69,7 @@ def test_every_operation_conforms(app, world):
             problems.append(f"error: {getattr(event, 'label', '')} {event.info.format()}")
     print(f"{requests} requests")
     assert not problems, "\n\n".join(dict.fromkeys(problems))
-    assert {"me", "offices", "recommendations", "actions", "extensions"} <= answered, answered
+    assert {"me", "offices", "recommendations", "actions", "extensions", "indicators"} <= answered, answered
 
 
 def test_every_route_is_documented_and_nothing_else(app):

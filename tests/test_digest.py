@@ -275,7 +275,8 @@ def test_digest_statements_do_not_grow_with_the_data(app, story, count_queries):
             [(utc(2026, 7, 1 + n % 28), ("in_progress", "completed", "verified")[n % 3])],
             ("in_progress", "completed", "verified")[n % 3],
         )
-    assert statements() == small <= 8
+    # Managers, keys, offices, five for the actions, one for the indicators (none here).
+    assert statements() == small <= 9
 
 
 # --- stored rendering ---------------------------------------------------------------------------------
@@ -372,3 +373,106 @@ def test_and_more_links_open_the_list_of_the_digests_scope(app, story, monkeypat
     everything = mail(app, "digest", "manager@example.test")
     more = re.findall(r"… and \d+ more: (\S+)", everything.body_text)
     assert "http://127.0.0.1:5000/?overdue=1" in more and "http://127.0.0.1:5000/" in more, more
+
+
+# --- indicators ---------------------------------------------------------------------------------------
+
+
+def test_the_digest_shows_the_indicators_of_each_managers_scope(app, story, indicators, smtp_server):
+    """Q3: SG's ONLINE 65 awaits validation (60 in Q2), EXAM 20 validated; MY reported nothing but
+    an EXAM value sent back; nobody reported GUIDE."""
+    from tracker.notifications import dispatch
+
+    digests(app, Q3, utc(2026, 10, 1, 9))
+    with app.app_context():
+        dispatch.dispatch(utc(2026, 10, 1, 9, 5))
+        db.session.commit()
+    received = {m.rcpt_tos[0]: m.parsed() for m in smtp_server.messages}
+    everything = received["manager@example.test"].get_body(("plain",)).get_content().replace("\r\n", "\n")
+    online, exam, guide = (
+        f"http://127.0.0.1:5000/indicators/{indicators.indicators[c]}" for c in ("ONLINE", "EXAM", "GUIDE")
+    )
+    # A programme-wide manager reads validated values only: SG's ONLINE awaits validation.
+    assert (
+        "ONLINE — Applications filed online\n  SG: awaiting validation\n  Missing reports (1): MY\n"
+        f"  {online}\n" in everything
+    )
+    assert (
+        "EXAM — Months to first examination action\n  SG: 20 months · change – · progress 33%\n" in everything
+    )
+    assert "  Missing reports (1): MY\n" in everything.split("EXAM —")[1]
+    assert (
+        f"GUIDE — Examination guidelines published online\n  Missing reports (2): MY, SG\n  {guide}"
+        in everything
+    )
+    assert "65" not in everything.split("INDICATORS")[1]
+    assert exam in received["manager@example.test"].get_body(("html",)).get_content()
+
+    # SG's manager also reads SG's value awaiting validation, marked; and nothing of MY.
+    sg = mail(app, "digest", "manager.sg@example.test")
+    assert "  SG: 65 % (not validated yet) · change +5 points · progress 38%\n" in sg.body_text
+    assert "Missing reports (1): SG" in sg.body_text  # GUIDE
+    assert "MY" not in sg.body_text.split("INDICATORS")[1]
+    assert "not validated yet" in sg.body_html and ">MY<" not in sg.body_html
+
+
+def test_the_indicators_section_is_cut_with_a_link_to_the_indicator(app, story, indicators, monkeypatch):
+    monkeypatch.setattr("tracker.notifications.compose.LIST_LIMIT", 0)
+    digests(app, Q3, utc(2026, 10, 1, 9))
+    sg = mail(app, "digest", "manager.sg@example.test")
+    online = f"http://127.0.0.1:5000/indicators/{indicators.indicators['ONLINE']}"
+    assert f"  … and 1 more: {online}" in sg.body_text
+    assert f'<a href="{online}" style="color:#0b5cad;">… and 1 more</a>' in sg.body_html
+
+
+def test_indicator_figures_take_the_same_statements_for_two_or_twelve_offices(
+    app, story, indicators, count_queries
+):
+    from tracker.indicators.models import IndicatorTarget, Measurement
+
+    def statements() -> int:
+        with count_queries() as seen, app.app_context():
+            compose_digests(Q3, utc(2026, 10, 1, 9))
+            db.session.rollback()
+        return sum(s.lstrip().upper().startswith(("SELECT", "WITH")) for s in seen)
+
+    small = statements()
+    for n in range(10):
+        office_id = add_office(app, story, f"X{n}", "Asia/Singapore")
+        add_user(app, story, f"manager_x{n}", "manager", f"X{n}")
+        add_story_item(app, story, f"Work {n}", f"X{n}", date(2026, 8, 1), APRIL, [], "not_started")
+        with app.app_context():
+            for indicator_id in indicators.indicators.values():
+                db.session.add(
+                    IndicatorTarget(
+                        indicator_id=indicator_id, office_id=office_id, target_value=1, target_period="2027Q4"
+                    )
+                )
+                db.session.add(
+                    Measurement(
+                        indicator_id=indicator_id,
+                        office_id=office_id,
+                        period="2026Q3",
+                        value=n % 2,
+                        state="validated",
+                    )
+                )
+            db.session.commit()
+    assert statements() == small <= 11
+
+
+def test_the_digest_with_indicators_renders_as_stored(app, story, indicators):
+    digests(app, Q3, utc(2026, 10, 1, 9))
+    ids = {str(i): code for code, i in indicators.indicators.items()}
+
+    def normal(text: str) -> str:
+        text = re.sub(r"/indicators/(\d+)", lambda m: f"/indicators/<{ids[m.group(1)]}>", text)
+        return normalised(text, story)
+
+    for email, name in (
+        ("manager@example.test", "digest_indicators"),
+        ("manager.sg@example.test", "digest_office_indicators"),
+    ):
+        row = mail(app, "digest", email)
+        check_expected(f"{name}.txt", normal(f"Subject: {row.subject}\n\n{row.body_text}"))
+        check_expected(f"{name}.html", normal(row.body_html))

@@ -169,6 +169,24 @@ def _import_preview_with_problems(c: FlaskClient, ids: dict):
     )
 
 
+def _indicator_import_with_problems(c: FlaskClient, ids: dict):
+    rows = [
+        "indicator,office,period,value",
+        "ONLINE,SG,2026Q1,70",
+        "ONLINE,XX,2026Q7,140",
+        "NOPE,MY,2026Q2,abc",
+    ]
+    page = c.get("/indicators/import")
+    data = {"csrf_token": csrf_token(page.text), "file": (io.BytesIO("\n".join(rows).encode()), "values.csv")}
+    return c.post("/indicators/import", data=data, content_type="multipart/form-data", follow_redirects=True)
+
+
+def _indicator_report_errors(c: FlaskClient, ids: dict):
+    page = c.get("/indicators/report")
+    data = {"csrf_token": csrf_token(page.text), f"value-{ids['indicator']}": "150"}
+    return c.post("/indicators/report", data=data)
+
+
 def _new_recovery_codes(c: FlaskClient, ids: dict):
     page = c.get("/auth/second-factor/enrol")
     key = re.search(r'<code class="totp-key"[^>]*>([^<]+)</code>', page.text).group(1).replace(" ", "")
@@ -186,6 +204,8 @@ CLIENT_STEPS: dict[str, Callable[[FlaskClient, dict], object]] = {
     "import-preview": _import_preview,
     "import-preview-problems": _import_preview_with_problems,
     "recovery-codes": _new_recovery_codes,
+    "indicator-import-problems": _indicator_import_with_problems,
+    "indicator-report-errors": _indicator_report_errors,
 }
 
 

@@ -217,3 +217,14 @@ def test_goals_and_indicators_are_checked(app, world, indicators):
             services.save_indicator(
                 _user(world, "focal_sg"), services.IndicatorFields("X", "X", "number"), NOW
             )
+
+
+def test_a_first_value_is_undone_by_the_callers_rollback(app, world, indicators):
+    # The command's savepoint must not commit on SQLite (whose driver begins no transaction before
+    # a SAVEPOINT): a page that refuses a later row rolls back the first one too.
+    with app.test_request_context():
+        online, sg = _indicator(indicators, "ONLINE"), _office(world, "SG")
+        focal = _user(world, "focal_sg")
+        services.report(focal, online, sg, Quarter(2026, 1), services.Report(value=55), NOW, create_only=True)
+        db.session.rollback()
+        assert services.find(online.id, sg.id, "2026Q1") is None

@@ -214,11 +214,12 @@ def import_command(path: str, dry_run: bool, acting_email: str | None) -> None:
 @click.option("--dry-run", is_flag=True, help="Print who would receive what; write nothing.")
 @with_appcontext
 def remind_command(today_text: str | None, dry_run: bool) -> None:
-    """Queue the due-soon, overdue, escalation, stale and review-queue mails (the compose job).
+    """Queue the due-soon, overdue, escalation, stale, review-queue and indicators-due mails (compose job).
 
     Also names the offices without an active manager: their escalations go to the next level.
     """
     from tracker.notifications.compose import compose_reminders, offices_without_manager
+    from tracker.notifications.indicators_due import compose_indicators_due
 
     today = None
     if today_text is not None:
@@ -237,7 +238,13 @@ def remind_command(today_text: str | None, dry_run: bool) -> None:
             f"office {office.code} has no active manager: its escalations go to the next level of "
             "TRACKER_ESCALATION_LADDER"
         )
-    _compose_and_report(lambda now: compose_reminders(now, today=today, dry_run=dry_run), dry_run)
+
+    def compose(now: datetime) -> list[Any]:
+        return compose_reminders(now, today=today, dry_run=dry_run) + compose_indicators_due(
+            now, today=today, dry_run=dry_run
+        )
+
+    _compose_and_report(compose, dry_run)
 
 
 @tracker_cli.command("digest")

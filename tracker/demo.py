@@ -33,6 +33,7 @@ from tracker.demo_history import (
     recent_decision_mails,
     write_item,
 )
+from tracker.demo_indicators import seed_indicators
 from tracker.extensions import db
 from tracker.models import (
     ActionItem,
@@ -313,6 +314,7 @@ def seed_demo(today: date, password: str = DEFAULT_PASSWORD) -> dict[str, int]:
                 placed.setdefault((code, kind_name), []).append(item)
     db.session.flush()
     _seed_recent(line, offices, users, added)
+    seed_indicators(line, offices, users, added)
     first_mail = db.session.scalar(sa.select(sa.func.max(Notification.id))) or 0
     if not db.session.scalar(sa.select(sa.func.count(ExtensionRequest.id))):
         seed_extensions(line, placed, users, added)

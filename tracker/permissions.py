@@ -3,9 +3,13 @@
 Views, the API, exports and mail all ask :func:`can` (or :func:`require`) for single objects and
 use :func:`office_scope_clause` to filter lists, so a list never shows what a page would refuse.
 
-Each permission maps every role to one of three answers: allowed everywhere (``ALL``), allowed
+Each permission maps every role to one of four answers: allowed everywhere (``ALL``), allowed
 for objects of the user's own office (``OWN``; a manager without an office is programme-wide),
-or absent (refused). Inactive and anonymous users may do nothing.
+for objects of the user's own office strictly (``OFFICE``; a manager without one gets none), or
+absent (refused). Inactive and anonymous users may do nothing.
+
+Indicators are the exception to "own office only": validated values are every signed-in user's
+to compare (:func:`may_see_measurement`, :func:`measurement_visibility_clause`).
 """
 
 from __future__ import annotations
@@ -83,9 +87,11 @@ class Scope(enum.Enum):
 
     ALL = "all"
     OWN = "own_office"
+    #: Objects of the user's own office only: unlike OWN, a manager without an office gets none.
+    OFFICE = "office_only"
 
 
-ALL, OWN = Scope.ALL, Scope.OWN
+ALL, OWN, OFFICE = Scope.ALL, Scope.OWN, Scope.OFFICE
 A, R, M, F = Role.ADMIN, Role.REVIEWER, Role.MANAGER, Role.FOCAL_POINT
 
 #: permission → {role: scope}; a role that is not listed is refused.
@@ -116,8 +122,8 @@ RULES: dict[Perm, dict[Role, Scope]] = {
     Perm.VIEW_AUDIT: {A: ALL},
     Perm.VIEW_INDICATORS: {A: ALL, R: ALL, M: ALL, F: ALL},
     # Unvalidated values: their office (focal points and its managers), reviewers and admins; a
-    # programme-wide manager sees validated values only (see may_see_measurement).
-    Perm.VIEW_UNVALIDATED: {A: ALL, R: ALL, M: OWN, F: OWN},
+    # programme-wide manager sees validated values only.
+    Perm.VIEW_UNVALIDATED: {A: ALL, R: ALL, M: OFFICE, F: OFFICE},
     Perm.REPORT_MEASUREMENT: {A: ALL, R: ALL, F: OWN},
     Perm.VALIDATE_MEASUREMENT: {A: ALL, R: ALL},
     Perm.MANAGE_INDICATORS: {A: ALL, R: ALL},
@@ -155,6 +161,8 @@ def can(user: User | Any, perm: Perm, obj: Any = None) -> bool:
         return True
     if obj is None:
         raise TypeError(f"{perm} needs the object it applies to")
+    if scope is OFFICE:
+        return user.office_id is not None and office_of(obj) == user.office_id
     offices = office_scope(user)
     return offices is None or office_of(obj) in offices
 
@@ -188,7 +196,7 @@ def may_see_measurement(user: User | Any, measurement: Measurement) -> bool:
     """A validated value: every signed-in user; any other: its office, reviewers and admins."""
     if measurement.state == MeasurementState.VALIDATED:
         return can(user, Perm.VIEW_INDICATORS)
-    return _sees_unvalidated(user, measurement.office_id)
+    return can(user, Perm.VIEW_UNVALIDATED, measurement)
 
 
 def measurement_visibility_clause(
@@ -207,20 +215,13 @@ def measurement_visibility_clause(
 
 
 def _unvalidated_offices(user: Any) -> frozenset[int] | None:
-    # OWN means "their own office" here, also for managers: a programme-wide manager has none.
+    # The offices whose unvalidated values the user sees: None for all (as can() answers).
     if not _usable(user):
         return frozenset()
     scope = RULES[Perm.VIEW_UNVALIDATED].get(Role(user.role))
     if scope is ALL:
         return None
-    if scope is OWN and user.office_id:
-        return frozenset({user.office_id})
-    return frozenset()
-
-
-def _sees_unvalidated(user: Any, office_id: int) -> bool:
-    offices = _unvalidated_offices(user)
-    return offices is None or office_id in offices
+    return frozenset({user.office_id}) if scope is OFFICE and user.office_id else frozenset()
 
 
 def may_record_absence(actor: User | Any, person: User) -> bool:

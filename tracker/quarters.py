@@ -63,7 +63,7 @@ class Quarter:
         return Quarter(self.year + 1, 1) if self.number == 4 else Quarter(self.year, self.number + 1)
 
     def __str__(self) -> str:
-        return f"{self.year}Q{self.number}"
+        return f"{self.year:04d}Q{self.number}"  # four digits, as the columns check
 
     @classmethod
     def last_ended(cls, day: date) -> Quarter:

@@ -69,8 +69,9 @@ class Ran:
 def compose_job(now: datetime, clock: Clock | None = None, holder: str | None = None) -> Ran:
     """Reminders, escalations, stale nudges and review lists for everyone whose morning has come."""
     from tracker.notifications import compose
+    from tracker.notifications.indicators_due import compose_indicators_due
 
-    reminders = compose.compose_reminders(now)
+    reminders = compose.compose_reminders(now) + compose_indicators_due(now)
     digests = compose.compose_due_digests(now)
     return Ran(f"{len(reminders)} reminders, {len(digests)} digests")
 

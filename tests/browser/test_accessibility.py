@@ -38,6 +38,7 @@ from flask import Flask, render_template_string
 from flask_babel import force_locale
 
 from tests.browser.conftest import ARTIFACTS, screenshot
+from tests.browser.test_indicators_browser import send_a_bad_value
 from tests.conftest import PASSWORD, World, build_indicators
 from tracker import files
 from tracker.auth import twofactor
@@ -197,6 +198,18 @@ def _import_preview_with_problems(page, ids: dict[str, int]) -> None:
     )
 
 
+def _indicator_import_with_problems(page, ids: dict[str, int]) -> None:
+    _upload(
+        page,
+        [
+            "indicator,office,period,value,note,evidence_url",
+            "ONLINE,SG,2026Q1,70,From the annual report,https://ipos.example/stats",
+            "ONLINE,XX,2026Q7,140,,",
+            "NOPE,MY,2026Q2,abc,,not a link",
+        ],
+    )
+
+
 @dataclass(frozen=True)
 class MainPage:
     """A page to check: who looks at it, where, and what they do first (a form sent with an error)."""
@@ -229,6 +242,10 @@ MAIN_PAGES = [
     MainPage("my-actions-overdue", "focal_sg", "/my?show=overdue"),
     MainPage("verification", "reviewer", "/verification"),
     MainPage("verification-filtered", "reviewer", "/verification?office=SG&kind=proposals"),
+    MainPage("verification-values", "reviewer", "/verification?kind=values"),
+    MainPage("indicator-report", "focal_sg", "/indicators/report"),
+    MainPage("indicator-report-errors", "focal_sg", "/indicators/report", send_a_bad_value),
+    MainPage("measurement", "reviewer", "/indicators/measurements/{measurement}"),
     MainPage("verify-several", "reviewer", "/verification/verify?id={completed}"),
     MainPage("propose-action", "focal_sg", "/offices/SG/actions/propose"),
     MainPage("proposal-decision", "reviewer", "/actions/{proposal}/proposal"),
@@ -249,6 +266,12 @@ MAIN_PAGES = [
     MainPage("recovery-codes", "focal_my", "/auth/second-factor/enrol", _new_recovery_codes),
     MainPage("report-programme", "reviewer", "/reports/programme"),
     MainPage("report-office", "focal_sg", "/reports/offices/SG"),
+    MainPage("indicators", "manager_sg", "/indicators/"),  # "manager" has a second factor here
+    MainPage("indicator", "focal_sg", "/indicators/{indicator}"),
+    MainPage("indicator-form-new", "reviewer", "/indicators/new"),
+    MainPage("indicator-goals", "reviewer", "/indicators/{indicator}/goals"),
+    MainPage("indicator-import", "reviewer", "/indicators/import"),
+    MainPage("indicator-import-problems", "reviewer", "/indicators/import", _indicator_import_with_problems),
 ]
 
 

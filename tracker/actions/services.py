@@ -23,6 +23,8 @@ from tracker.actions.queries import (
     visible_actions,
 )
 from tracker.extensions import db
+from tracker.indicators import review as indicator_review
+from tracker.indicators.models import Measurement
 from tracker.models import (
     ActionItem,
     ActionUpdate,
@@ -188,7 +190,7 @@ def my_work_counts(user: User, now: datetime) -> dict[str, int]:
 
 
 #: The kinds of work in the review queue, in the order the filter offers them (GET value).
-QUEUE_KINDS = ("completions", "extensions", "proposals")
+QUEUE_KINDS = ("completions", "extensions", "proposals", indicator_review.QUEUE_KIND)
 
 
 @dataclass(frozen=True)
@@ -218,7 +220,8 @@ class QueueEntry:
     """One piece of work in the review queue and since when it waits."""
 
     kind: str
-    item: ActionItem
+    #: None for an indicator value (see ``measurement``).
+    item: ActionItem | None
     #: When the completion was reported, the extension asked, or the action proposed (UTC).
     since: datetime
     #: Whole days waited, in the reviewer's own time zone (calendar days).
@@ -226,6 +229,8 @@ class QueueEntry:
     #: Completions: the history row that reported it. Proposals: the row that proposed it.
     report: ActionUpdate | None = None
     extension: ExtensionRequest | None = None
+    #: Indicator values: the value awaiting validation.
+    measurement: Measurement | None = None
 
 
 @dataclass
@@ -287,6 +292,9 @@ def _queue_selects(user: User, filters: QueueFilters) -> dict[str, sa.Select[Any
         selects["proposals"] = sa.select(*row("proposals", ActionItem.id, ActionItem.created_at)).where(
             ActionItem.status == Status.PROPOSED.value, *where
         )
+    values = indicator_review.queue_select(user, filters.office_code, filters.recommendation_code)
+    if values is not None:
+        selects[indicator_review.QUEUE_KIND] = values
     return selects
 
 
@@ -326,7 +334,7 @@ def _queue_entries(user: User, now: datetime, rows: list[Any]) -> list[QueueEntr
     """The entries of a page of queue rows, everything a row shows loaded in four or five statements."""
     if not rows:
         return []
-    item_ids = sorted({r.item_id for r in rows})
+    item_ids = sorted({r.item_id for r in rows if r.item_id is not None})
     items = {
         item.id: item
         for item in db.session.scalars(
@@ -357,15 +365,20 @@ def _queue_entries(user: User, now: datetime, rows: list[Any]) -> list[QueueEntr
     reports = completion_reports(completed) if completed else {}
     proposed = [r.item_id for r in rows if r.kind == "proposals"]
     proposals = proposing.proposers(proposed)
+    measurements = indicator_review.queue_measurements(
+        r.entry_id for r in rows if r.kind == indicator_review.QUEUE_KIND
+    )
     today = now.astimezone(user.zone).date()
     entries = []
     for r in rows:
-        entry = QueueEntry(kind=r.kind, item=items[r.item_id], since=r.since)
+        entry = QueueEntry(kind=r.kind, item=items.get(r.item_id), since=r.since)
         entry.waiting_days = max(0, (today - r.since.astimezone(user.zone).date()).days)
         if r.kind == "completions":
             entry.report = reports.get(r.item_id)
         elif r.kind == "proposals":
             entry.report = proposals.get(r.item_id)
+        elif r.kind == indicator_review.QUEUE_KIND:
+            entry.measurement = measurements[r.entry_id]
         else:
             entry.extension = extensions[r.entry_id]
         entries.append(entry)

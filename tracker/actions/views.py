@@ -41,6 +41,9 @@ from tracker.actions.forms import (
 from tracker.auth.services import safe_next_url
 from tracker.extensions import db
 from tracker.forms import show_refusal
+from tracker.indicators import queries as indicator_queries
+from tracker.indicators import review as indicator_review
+from tracker.indicators.forms import ReviewForm
 from tracker.labels import status_label
 from tracker.models import ActionItem, Status
 from tracker.permissions import Perm, can, require
@@ -368,14 +371,16 @@ def my_work() -> str:
         show=show,
         counts=services.my_work_counts(current_user, now),
         filters=services.MY_WORK_FILTERS,
+        indicators_due=indicator_review.due(current_user, now),
     )
 
 
 @bp.route("/verification")
 @login_required
 def verification() -> str:
-    """The review queue: completions, extension requests and proposed actions, the longest waiting
-    first, filtered by office, recommendation and kind (GET); completions can be verified together."""
+    """The review queue: completions, extension requests, proposed actions and indicator values, the
+    longest waiting first, filtered by office, recommendation and kind (GET); completions can be
+    verified together."""
     require(current_user, Perm.VERIFY_ACTION)
     filters = services.QueueFilters.from_args(request.args)
     queue = services.review_queue(
@@ -394,6 +399,8 @@ def verification() -> str:
         recommendations=services.queue_recommendations(),
         decision_form=ExtensionDecisionForm(formdata=None),
         proposal_form=ProposalDecisionForm(formdata=None),
+        value_form=ReviewForm(formdata=None),
+        format_indicator_value=indicator_queries.format_value,
     )
 
 

@@ -264,13 +264,18 @@ def document(server: str) -> dict[str, Any]:
             )
         },
     }
+    # Imported here: the indicator routes import the views, which import this module.
+    from tracker.api import indicators
+
+    paths.update(indicators.openapi_paths())
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "tracker API",
             "version": "1",
             "description": (
-                "Recommendations and the offices' actions on them. Authenticate with a personal "
+                "Recommendations, the offices' actions on them, and the offices' performance "
+                "indicators with their quarterly values. Authenticate with a personal "
                 "API token from your profile page: `Authorization: Bearer <token>`. You see and "
                 "change what you would on the site, under the same rules. Errors are "
                 "application/problem+json (RFC 9457)."
@@ -312,6 +317,7 @@ def document(server: str) -> dict[str, Any]:
                 "Update": schemas.UPDATE_SCHEMA,
                 "UpdatePage": schemas.page_schema({"$ref": _REF + "Update"}, "A page of history entries."),
                 "Problem": schemas.PROBLEM_SCHEMA,
+                **indicators.openapi_schemas(),
             },
         },
     }

@@ -623,6 +623,9 @@ def _commit() -> None:
         raise Problem(409, _("This conflicts with data saved meanwhile (e.g. a code now in use).")) from None
 
 
+# The indicator routes register on bp when imported (after the helpers they use exist).
+from tracker.api import indicators  # noqa: E402, F401
+
 # --- everything else under /api/v1 ----------------------------------------------------------------
 
 

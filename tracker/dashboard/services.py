@@ -29,6 +29,7 @@ from tracker.dashboard.aggregates import (
     load_programme,
 )
 from tracker.extensions import db
+from tracker.indicators.comparison import IndicatorTable, dashboard_table
 from tracker.models import (
     CLOSED_STATUSES,
     DONE_STATUSES,
@@ -184,6 +185,8 @@ class Dashboard:
     matrix: Matrix
     overdue_items: list[OverdueItem]
     quarters: list[QuarterCount]
+    #: Offices shown × active indicators: latest validated values and progress to target.
+    indicators: IndicatorTable | None = None
 
 
 def catalogue() -> Catalogue:
@@ -244,6 +247,8 @@ def compute_dashboard(
         matrix=_matrix(recommendations, [p.office for p in progress], groups),
         overdue_items=_overdue_items(user, filters, dates, shown, known, limit),
         quarters=_quarters(everything, rec_ids, office_ids),
+        # Validated values are everyone's; the table keeps the offices the dashboard shows.
+        indicators=dashboard_table((p.office.id, p.office.code, p.office.name) for p in progress),
     )
 
 

@@ -35,6 +35,7 @@ from tracker.indicators.models import (
 from tracker.models import Office, Recommendation, User
 from tracker.permissions import Perm, can, require
 from tracker.quarters import Quarter
+from tracker.transactions import savepoint
 
 #: The values each unit allows: (lowest, highest), None for no bound.
 BOUNDS: dict[str, tuple[float, float | None]] = {
@@ -218,7 +219,7 @@ def report(
     if existing is None:
         # Two first reports of the same quarter at once: the unique key refuses the second.
         try:
-            with db.session.begin_nested():
+            with savepoint():
                 db.session.add(measurement)
                 db.session.flush()
         except sa.exc.IntegrityError:

@@ -34,6 +34,7 @@ With n counted in whole days of the item's office's calendar:
   verification, the actions proposed by offices and the pending extension requests, when there
   are any.
 - **digest**: see :func:`compose_digests` and ``digest.py``.
+- **indicators_due**: see ``indicators_due.py`` (run by :func:`compose`, the scheduler and the CLI).
 
 **Bounded mails.** A mail lists at most :data:`LIST_LIMIT` items, the most urgent first (the
 oldest deadline; for the stale and review lists, the longest waiting), then says "… and N more"
@@ -516,5 +517,12 @@ def compose_due_digests(now: datetime, *, dry_run: bool = False) -> list[Planned
 
 
 def compose(now: datetime, *, dry_run: bool = False) -> list[Planned]:
-    """The whole scheduled job: reminders for whoever's morning has come, and the digests that are due."""
-    return compose_reminders(now, dry_run=dry_run) + compose_due_digests(now, dry_run=dry_run)
+    """The whole scheduled job: reminders for whoever's morning has come (also of indicator values
+    due), and the digests that are due."""
+    from tracker.notifications.indicators_due import compose_indicators_due  # it imports this module
+
+    return (
+        compose_reminders(now, dry_run=dry_run)
+        + compose_indicators_due(now, dry_run=dry_run)
+        + compose_due_digests(now, dry_run=dry_run)
+    )

@@ -9,7 +9,7 @@ nor on the number of managers; each manager's digest is then a slice of those fi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
@@ -28,6 +28,7 @@ from tracker.models import (
     User,
     completion_rate,
 )
+from tracker.notifications.digest_indicators import IndicatorFigures, IndicatorSection, indicator_figures
 from tracker.permissions import Perm, can
 from tracker.quarters import Quarter
 
@@ -94,9 +95,10 @@ class Figures:
     completed: list[Entry]
     became_overdue: list[Entry]
     due_next: list[Entry]
+    indicators: IndicatorFigures | None = None
 
     def for_user(self, user: User) -> Digest | None:
-        """The digest of what ``user`` may see; None when nothing in it concerns their scope."""
+        """The digest of what ``user`` may see; None when no action in it concerns their scope."""
         offices = [f for f in self.offices if can(user, Perm.VIEW_OFFICE, f.office)]
         lists = [
             [e for e in entries if can(user, Perm.VIEW_ACTION, e.item)]
@@ -104,7 +106,8 @@ class Figures:
         ]
         if not offices and not any(lists):
             return None
-        return Digest(self.quarter, offices, *lists)
+        sections = self.indicators.for_user(user) if self.indicators else []
+        return Digest(self.quarter, offices, *lists, indicators=sections)
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,8 @@ class Digest:
     completed: list[Entry]
     became_overdue: list[Entry]
     due_next: list[Entry]
+    #: The indicators of the manager's scope (see digest_indicators.py).
+    indicators: list[IndicatorSection] = field(default_factory=list)
 
     @property
     def totals(self) -> OfficeFigures | None:
@@ -256,7 +261,7 @@ def due_in(quarter: Quarter) -> list[Entry]:
 
 
 def build_figures(quarter: Quarter, offices: list[Office]) -> Figures:
-    """Every office's figures and lists for ``quarter``: five queries, whatever the data's size.
+    """Every office's figures and lists for ``quarter``: eight queries, whatever the data's size.
 
     ``offices`` are all the offices (loaded by the caller); those without an item at the quarter's
     end are left out of the table.
@@ -275,4 +280,5 @@ def build_figures(quarter: Quarter, offices: list[Office]) -> Figures:
         completed=completed_in(quarter),
         became_overdue=became_overdue_in(quarter),
         due_next=due_in(quarter.next),
+        indicators=indicator_figures(quarter, offices),
     )

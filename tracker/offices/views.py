@@ -21,6 +21,7 @@ from tracker.actions.commands import ConflictError, changes_since
 from tracker.dashboard import charts
 from tracker.dashboard import history as rates_history
 from tracker.extensions import db
+from tracker.indicators import comparison as indicator_pages
 from tracker.labels import role_label
 from tracker.models import ActionItem, Office, Recommendation, User
 from tracker.notifications.compose import offices_without_manager
@@ -64,6 +65,7 @@ def detail(code: str) -> str:
         rates=rates,
         rate_chart=charts.rate_chart("chart-rates", rates),
         charts=charts,
+        office_indicators=indicator_pages.office_section(current_user, office),
     )
 
 

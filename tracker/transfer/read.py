@@ -23,7 +23,7 @@ import logging
 import re
 import warnings
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import IO, Any
@@ -72,6 +72,21 @@ class Row:
     cells: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Layout:
+    """The columns one kind of import reads: their identifiers, their labels (read in every interface
+    language too), the column the header must name, and read-only columns it ignores silently."""
+
+    columns: tuple[str, ...]
+    labels: Mapping[str, Any]
+    required: str
+    extras: tuple[str, ...] = ()
+
+
+#: The import of recommendations and actions (tracker/transfer/columns.py).
+ACTIONS = Layout(COLUMNS, COLUMN_LABELS, "recommendation_code", EXPORT_EXTRAS)
+
+
 @dataclass
 class Table:
     """A file read and checked: the known columns it has, its rows, and warnings about it.
@@ -93,16 +108,21 @@ def clean_filename(name: str | None) -> str:
     return _CONTROL_OR_BREAK.sub("", base).strip()[:200] or "upload"
 
 
-def read_table(source: bytes | IO[bytes], filename: str, *, max_bytes: int, max_rows: int) -> Table:
+def read_table(
+    source: bytes | IO[bytes], filename: str, *, max_bytes: int, max_rows: int, layout: Layout = ACTIONS
+) -> Table:
     """Check and read a whole CSV or XLSX file (every row in a list); raise ImportFileError when it
     cannot be used."""
-    table = open_table(source, filename, max_bytes=max_bytes, max_rows=max_rows)
+    table = open_table(source, filename, max_bytes=max_bytes, max_rows=max_rows, layout=layout)
     table.rows = list(table.rows)
     return table
 
 
-def open_table(source: bytes | IO[bytes], filename: str, *, max_bytes: int, max_rows: int) -> Table:
-    """Check a CSV or XLSX file (``source``: its bytes, or a seekable binary file) and read its header;
+def open_table(
+    source: bytes | IO[bytes], filename: str, *, max_bytes: int, max_rows: int, layout: Layout = ACTIONS
+) -> Table:
+    """Check a CSV or XLSX file (``source``: its bytes, or a seekable binary file) and read its header
+    (the columns of ``layout``);
     its rows are read from the file as ``table.rows`` is iterated, once. Raises ImportFileError when
     the file cannot be used (now, or while its rows are read: too many, damaged)."""
     name = clean_filename(filename)
@@ -122,9 +142,9 @@ def open_table(source: bytes | IO[bytes], filename: str, *, max_bytes: int, max_
         raise ImportFileError(_("%(name)s is empty.", name=name))
     file.seek(0)
     kind = _kind_of(file.read(8), name, file, max_bytes)
-    raw = _xlsx_rows(file, name) if kind == "xlsx" else _csv_rows(file, name)
+    raw = _xlsx_rows(file, name) if kind == "xlsx" else _csv_rows(file, name, layout)
     table = Table(filename=name, kind=kind, columns=[], rows=[])
-    rows = _guarded(_tabulate(raw, table, max_rows), raw, name)
+    rows = _guarded(_tabulate(raw, table, max_rows, layout), raw, name)
     next(rows)  # reads the header (or raises): the table's columns and warnings are known
     table.rows = rows
     return table
@@ -264,12 +284,12 @@ def _text(file: IO[bytes], encoding: str) -> io.TextIOWrapper:
     return io.TextIOWrapper(file, encoding=encoding, newline="")
 
 
-def _delimiter(first: str) -> str:
+def _delimiter(first: str, layout: Layout) -> str:
     """The delimiter (comma, semicolon or tab) that splits the first line into the most known columns."""
     best, best_score = ",", (-1, -1)
     for candidate in (",", ";", "\t"):
         cells = next(csv.reader([first], delimiter=candidate), [])
-        known = sum(1 for c in cells if _header(c) in COLUMNS or _header(c) in EXPORT_EXTRAS)
+        known = sum(1 for c in cells if _header(c, layout) in layout.columns + layout.extras)
         score = (known, len(cells))
         if score > best_score:
             best, best_score = candidate, score
@@ -287,10 +307,10 @@ def _first_line(file: IO[bytes], encoding: str) -> str:
         text.detach()
 
 
-def _csv_rows(file: IO[bytes], name: str) -> Iterator[list[Any]]:
+def _csv_rows(file: IO[bytes], name: str, layout: Layout) -> Iterator[list[Any]]:
     """The rows of a CSV file, decoded as they are read; cells as text, or Formula."""
     encoding = _encoding(file, name)
-    delimiter = _delimiter(_first_line(file, encoding))
+    delimiter = _delimiter(_first_line(file, encoding), layout)
     text = _text(file, encoding)
     try:
         for cells in csv.reader(text, delimiter=delimiter):
@@ -340,27 +360,30 @@ def _normal(text: str) -> str:
     return re.sub(r"[\s-]+", "_", text.replace("\ufeff", "").strip().lower())
 
 
-def _header_aliases() -> dict[str, str]:
+def _header_aliases(layout: Layout) -> dict[str, str]:
     """Normalised label in every interface language → column identifier."""
     aliases = {}
     for language in current_app.config["TRACKER_LANGUAGES"]:
         with force_locale(language):
-            for column, label in COLUMN_LABELS.items():
+            for column, label in layout.labels.items():
                 aliases.setdefault(_normal(str(label)), column)
     return aliases
 
 
-def _header(value: Any) -> str:
+def _header(value: Any, layout: Layout) -> str:
     text = "" if value is None or isinstance(value, Formula) else str(value)
     name = _normal(text)
-    return name if name in COLUMNS or name in EXPORT_EXTRAS else _header_aliases().get(name, name)
+    known = name in layout.columns or name in layout.extras
+    return name if known else _header_aliases(layout).get(name, name)
 
 
 def _blank(cells: list[Any]) -> bool:
     return all(c is None or (isinstance(c, str) and not c.strip()) for c in cells)
 
 
-def _tabulate(raw_rows: Iterator[list[Any]], table: Table, max_rows: int) -> Iterator[Row | None]:
+def _tabulate(
+    raw_rows: Iterator[list[Any]], table: Table, max_rows: int, layout: Layout
+) -> Iterator[Row | None]:
     """The rows of data, after a None once the first non-blank row has named the columns."""
     name = table.filename
     index: dict[str, int] | None = None
@@ -369,7 +392,7 @@ def _tabulate(raw_rows: Iterator[list[Any]], table: Table, max_rows: int) -> Ite
         if _blank(cells):
             continue
         if index is None:
-            index = _read_header(cells, table)
+            index = _read_header(cells, table, layout)
             yield None
             continue
         if count >= max_rows:
@@ -391,21 +414,22 @@ def _tabulate(raw_rows: Iterator[list[Any]], table: Table, max_rows: int) -> Ite
         raise ImportFileError(_("%(name)s has column names but no rows to import.", name=name))
 
 
-def _read_header(cells: list[Any], table: Table) -> dict[str, int]:
-    names = [_header(c) for c in cells]
+def _read_header(cells: list[Any], table: Table, layout: Layout) -> dict[str, int]:
+    names = [_header(c, layout) for c in cells]
     seen: set[str] = set()
     for n in names:
         if n and n in seen:
             raise ImportFileError(_("The column %(column)s appears twice.", column=n))
         seen.add(n)
-    if "recommendation_code" not in seen:
+    if layout.required not in seen:
         raise ImportFileError(
             _(
-                "The first row must name the columns, and recommendation_code is not among them. "
-                "Download the template to see them."
+                "The first row must name the columns, and %(column)s is not among them. "
+                "Download the template to see them.",
+                column=layout.required,
             )
         )
-    unknown = [n for n in names if n and n not in COLUMNS and n not in EXPORT_EXTRAS]
+    unknown = [n for n in names if n and n not in layout.columns and n not in layout.extras]
     if unknown:
         table.warnings.append(
             ngettext(
@@ -415,8 +439,8 @@ def _read_header(cells: list[Any], table: Table) -> dict[str, int]:
                 columns=", ".join(unknown),
             )
         )
-    index = {n: i for i, n in enumerate(names) if n in COLUMNS}
-    table.columns = [c for c in COLUMNS if c in index]
+    index = {n: i for i, n in enumerate(names) if n in layout.columns}
+    table.columns = [c for c in layout.columns if c in index]
     return index
 
 
