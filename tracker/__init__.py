@@ -187,6 +187,7 @@ def register_errorhandlers(app: Flask) -> None:
 def register_template_helpers(app: Flask) -> None:
     """Expose the permission check and enums to templates."""
     from tracker import formats, labels, permissions
+    from tracker.indicators import queries as indicator_queries
     from tracker.models import Role, Status
 
     # Replaces Flask-Babel's filter: moments are shown to the minute, without seconds.
@@ -203,6 +204,13 @@ def register_template_helpers(app: Flask) -> None:
         kind_label=labels.kind_label,
         event_label=labels.event_label,
         extension_state_label=labels.extension_state_label,
+        unit_label=labels.unit_label,
+        unit_hint=labels.unit_hint,
+        direction_label=labels.direction_label,
+        measurement_state_label=labels.measurement_state_label,
+        measurement_state_mark=labels.measurement_state_mark,
+        measurement_event_label=labels.measurement_event_label,
+        indicator_value=indicator_queries.format_value,
         language_choices=labels.language_choices,
         current_locale_code=labels.locale_code,
         current_locale_rtl=labels.locale_is_rtl,

@@ -3,6 +3,7 @@
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 
+from tracker.indicators.models import Direction, MeasurementEvent, MeasurementState, Unit
 from tracker.models import (
     ExtensionState,
     HistoryEvent,
@@ -84,6 +85,78 @@ EVENT_LABELS = {
     HistoryEvent.ACCEPTED: _l("Proposal accepted into the plan"),
     HistoryEvent.DECLINED: _l("Proposal declined"),
 }
+
+
+UNIT_LABELS = {
+    Unit.PERCENT: _l("Percent"),
+    Unit.NUMBER: _l("Number"),
+    Unit.DAYS: _l("Days"),
+    Unit.MONTHS: _l("Months"),
+    Unit.YES_NO: _l("Yes or no"),
+}
+
+#: A unit as said beside a value field, with its bounds.
+UNIT_HINTS = {
+    Unit.PERCENT: _l("percent (0 to 100)"),
+    Unit.NUMBER: _l("number"),
+    Unit.DAYS: _l("days"),
+    Unit.MONTHS: _l("months"),
+    Unit.YES_NO: _l("yes or no"),
+}
+
+DIRECTION_LABELS = {Direction.HIGHER: _l("Higher is better"), Direction.LOWER: _l("Lower is better")}
+
+#: A measurement's state as its badge says it.
+MEASUREMENT_STATE_LABELS = {
+    MeasurementState.REPORTED: _l("Reported, awaiting validation"),
+    MeasurementState.VALIDATED: _l("Validated"),
+    MeasurementState.SENT_BACK: _l("Sent back"),
+}
+
+#: A measurement's state as a mark beside a value in a table ("awaiting validation").
+MEASUREMENT_STATE_MARKS = {
+    MeasurementState.REPORTED: _l("awaiting validation"),
+    MeasurementState.VALIDATED: _l("validated"),
+    MeasurementState.SENT_BACK: _l("sent back"),
+}
+
+MEASUREMENT_EVENT_LABELS = {
+    MeasurementEvent.REPORTED: _l("Reported"),
+    MeasurementEvent.CORRECTED: _l("Corrected"),
+    MeasurementEvent.VALIDATED: _l("Validated"),
+    MeasurementEvent.SENT_BACK: _l("Sent back"),
+    MeasurementEvent.IMPORTED: _l("Imported"),
+}
+
+
+def unit_label(value: str) -> str:
+    """An indicator's unit in the user's language ("Percent")."""
+    return str(UNIT_LABELS.get(Unit(value), value))
+
+
+def unit_hint(value: str) -> str:
+    """An indicator's unit as said beside a value field ("percent (0 to 100)")."""
+    return str(UNIT_HINTS.get(Unit(value), value))
+
+
+def direction_label(value: str) -> str:
+    """ "Higher is better" or "Lower is better"."""
+    return str(DIRECTION_LABELS.get(Direction(value), value))
+
+
+def measurement_state_label(value: str) -> str:
+    """A measurement's state for its badge ("Reported, awaiting validation")."""
+    return str(MEASUREMENT_STATE_LABELS.get(MeasurementState(value), value))
+
+
+def measurement_state_mark(value: str) -> str:
+    """A measurement's state as marked beside a value ("awaiting validation")."""
+    return str(MEASUREMENT_STATE_MARKS.get(MeasurementState(value), value))
+
+
+def measurement_event_label(value: str) -> str:
+    """What a row of a measurement's history records ("Corrected")."""
+    return str(MEASUREMENT_EVENT_LABELS.get(MeasurementEvent(value), value))
 
 
 def event_label(value: str) -> str:

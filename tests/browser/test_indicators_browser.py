@@ -1,5 +1,7 @@
 """Indicator values in chromium: a focal point fills the report page (a bad value first, refused
-beside its field with nothing saved) and saves; a reviewer validates the value in the review queue."""
+beside its field with nothing saved) and saves; a reviewer validates the value in the review queue;
+the programme manager compares the offices on the indicator's page, where the validated value is
+now shown and the value still awaiting validation is not."""
 
 from __future__ import annotations
 
@@ -66,6 +68,20 @@ def test_focal_point_reports_and_reviewer_validates(app, browser, live_server, w
     assert reviewer.get_by_text("is validated").is_visible()
     assert "kind=values" in reviewer.url
     assert _states(app, sg, period)[ids["EXAM"]] == (18.0, "validated")
+
+    manager = browser.new_context(base_url=live_server).new_page()
+    sign_in(manager, world.users["manager"])
+    manager.get_by_role("link", name="Indicators", exact=True).first.click()
+    manager.get_by_role("link", name="EXAM — Months to first examination action").click()
+    sg_row = manager.locator("#comparison tr[data-office='SG']")
+    assert sg_row.locator("[data-figure='latest']").inner_text().startswith(f"18 months ({period})")
+    assert manager.locator("#visibility-note").is_visible()
+    # The chart of SG has its figures as a table; GUIDE's "yes" awaits validation: not shown to a manager.
+    manager.locator("#office-sg details summary").click()
+    assert manager.locator("#table-sg").get_by_text("18 months").is_visible()
+    screenshot(manager, "indicator-comparison-manager")
+    manager.goto(f"/indicators/{ids['GUIDE']}")
+    assert manager.locator("#comparison tr[data-office='SG'] [data-figure='latest']").inner_text() == "—"
 
 
 def send_a_bad_value(page, ids: dict[str, int]) -> None:

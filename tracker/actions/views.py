@@ -41,7 +41,6 @@ from tracker.actions.forms import (
 from tracker.auth.services import safe_next_url
 from tracker.extensions import db
 from tracker.forms import show_refusal
-from tracker.indicators import queries as indicator_queries
 from tracker.indicators import review as indicator_review
 from tracker.indicators.forms import ReviewForm
 from tracker.labels import status_label
@@ -400,7 +399,6 @@ def verification() -> str:
         decision_form=ExtensionDecisionForm(formdata=None),
         proposal_form=ProposalDecisionForm(formdata=None),
         value_form=ReviewForm(formdata=None),
-        format_indicator_value=indicator_queries.format_value,
     )
 
 

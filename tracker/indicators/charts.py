@@ -16,7 +16,8 @@ from flask_babel import gettext as _
 from markupsafe import Markup, escape
 
 from tracker.indicators import queries
-from tracker.indicators.models import Indicator, MeasurementState, Unit
+from tracker.indicators.models import Indicator, Unit
+from tracker.labels import measurement_state_mark
 from tracker.quarters import Quarter
 
 WIDTH, HEIGHT = 320, 168
@@ -142,7 +143,7 @@ def office_line_chart(
             continue
         text = queries.format_value(indicator.unit, point.value)
         if point.pending:
-            label = _("awaiting validation") if point.state == MeasurementState.REPORTED else _("sent back")
+            label = measurement_state_mark(point.state)
             tip = _("%(quarter)s: %(value)s (%(state)s)", quarter=point.quarter, value=text, state=label)
             fill, css = "#fff", "point pending"
         else:

@@ -15,20 +15,18 @@ from datetime import date
 
 import sqlalchemy as sa
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
 from flask_sqlalchemy.pagination import Pagination
 from markupsafe import Markup
 
 from tracker.extensions import db
 from tracker.indicators import charts, queries
 from tracker.indicators.models import (
-    Direction,
     Indicator,
     IndicatorTarget,
     Measurement,
     MeasurementState,
-    Unit,
 )
+from tracker.labels import measurement_state_mark
 from tracker.models import Office, User
 from tracker.params import paginate
 from tracker.quarters import Quarter
@@ -38,35 +36,6 @@ LIST_PAGE_SIZE = 50
 #: Quarters shown by default on an indicator's page, and the most one range may hold.
 DEFAULT_QUARTERS = 8
 MAX_QUARTERS = 40
-
-UNIT_LABELS = {
-    Unit.PERCENT: _l("Percent"),
-    Unit.NUMBER: _l("Number"),
-    Unit.DAYS: _l("Days"),
-    Unit.MONTHS: _l("Months"),
-    Unit.YES_NO: _l("Yes or no"),
-}
-DIRECTION_LABELS = {Direction.HIGHER: _l("Higher is better"), Direction.LOWER: _l("Lower is better")}
-STATE_LABELS = {
-    MeasurementState.REPORTED: _l("awaiting validation"),
-    MeasurementState.VALIDATED: _l("validated"),
-    MeasurementState.SENT_BACK: _l("sent back"),
-}
-
-
-def unit_label(unit: str) -> str:
-    """A unit's name in the user's language."""
-    return str(UNIT_LABELS.get(Unit(unit), unit))
-
-
-def direction_label(direction: str) -> str:
-    """ "Higher is better" or "Lower is better"."""
-    return str(DIRECTION_LABELS.get(Direction(direction), direction))
-
-
-def state_label(state: str) -> str:
-    """A measurement's state as the pages mark it ("awaiting validation", "sent back")."""
-    return str(STATE_LABELS.get(MeasurementState(state), state))
 
 
 def active_offices() -> list[Office]:
@@ -338,7 +307,7 @@ class OfficeIndicator:
     @property
     def pending_state(self) -> str:
         """The newer value's state as marked ("awaiting validation", "sent back")."""
-        return state_label(self.pending.state) if self.pending else ""
+        return measurement_state_mark(self.pending.state) if self.pending else ""
 
 
 def office_section(user: User, office: Office) -> list[OfficeIndicator]:

@@ -208,7 +208,6 @@ def import_preview(token: str) -> ResponseReturnValue:
             token=stored.token,
             error=error,
             form=None,
-            format_value=queries.format_value,
         ),
         status,
     )

@@ -11,8 +11,8 @@ from wtforms import Field, SelectChoice, SelectField, StringField, SubmitField, 
 from wtforms.validators import Length
 
 from tracker.extensions import db
-from tracker.indicators.comparison import DIRECTION_LABELS, UNIT_LABELS
 from tracker.indicators.models import IndicatorTarget
+from tracker.labels import DIRECTION_LABELS, UNIT_LABELS
 from tracker.models import Office, Recommendation
 
 #: The goal fields of one office, in the order of the form's columns.

@@ -20,21 +20,11 @@ from tracker.indicators.manage_forms import GOAL_FIELDS, IndicatorForm, goal_fie
 from tracker.indicators.models import Indicator, Unit
 from tracker.indicators.views import bp
 from tracker.models import Office
-from tracker.permissions import Perm, can, require
+from tracker.permissions import Perm, can, can_somewhere, require
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _helpers() -> dict[str, object]:
-    """What every indicator template formats with."""
-    return {
-        "fmt": queries.format_value,
-        "unit_label": comparison.unit_label,
-        "direction_label": comparison.direction_label,
-        "state_label": comparison.state_label,
-    }
 
 
 @bp.route("/")
@@ -47,7 +37,7 @@ def index() -> str:
         "indicators/index.html",
         listing=listing,
         may_manage=can(current_user, Perm.MANAGE_INDICATORS),
-        **_helpers(),
+        may_report=can_somewhere(current_user, Perm.REPORT_MEASUREMENT),
     )
 
 
@@ -70,7 +60,6 @@ def show(indicator_id: int) -> str:
         later=later if later.start <= last else None,
         filters={"from": str(shown.start), "to": str(shown.end)},
         may_manage=can(current_user, Perm.MANAGE_INDICATORS),
-        **_helpers(),
     )
 
 
@@ -100,7 +89,7 @@ def _indicator_page(indicator: Indicator | None) -> ResponseReturnValue:
             return redirect(url_for("indicators.show", indicator_id=saved.id))
     if form.is_submitted():
         flash(_("Nothing was saved: see the messages in the form."), "error")
-    return render_template("indicators/form.html", form=form, indicator=indicator, **_helpers())
+    return render_template("indicators/form.html", form=form, indicator=indicator)
 
 
 @bp.route("/new", methods=["GET", "POST"])
@@ -203,7 +192,6 @@ def goals(indicator_id: int) -> ResponseReturnValue:
         offices=offices,
         field_name=goal_field_name,
         yes_no=indicator.unit == Unit.YES_NO,
-        **_helpers(),
     )
 
 

@@ -25,9 +25,6 @@ from tracker.indicators.models import (
     Indicator,
     Measurement,
     MeasurementChange,
-    MeasurementEvent,
-    MeasurementState,
-    Unit,
 )
 from tracker.indicators.views import bp
 from tracker.models import Office
@@ -36,37 +33,6 @@ from tracker.quarters import Quarter
 
 #: How many quarters the report page's chooser offers, the last reportable one first.
 CHOOSER_QUARTERS = 8
-
-
-def state_labels() -> dict[str, str]:
-    """A measurement's state as shown."""
-    return {
-        MeasurementState.REPORTED: _("Reported, awaiting validation"),
-        MeasurementState.VALIDATED: _("Validated"),
-        MeasurementState.SENT_BACK: _("Sent back"),
-    }
-
-
-def event_labels() -> dict[str, str]:
-    """A history row's event as shown."""
-    return {
-        MeasurementEvent.REPORTED: _("Reported"),
-        MeasurementEvent.CORRECTED: _("Corrected"),
-        MeasurementEvent.VALIDATED: _("Validated"),
-        MeasurementEvent.SENT_BACK: _("Sent back"),
-        MeasurementEvent.IMPORTED: _("Imported"),
-    }
-
-
-def unit_labels() -> dict[str, str]:
-    """A unit as shown beside a value field."""
-    return {
-        Unit.PERCENT: _("percent (0 to 100)"),
-        Unit.NUMBER: _("number"),
-        Unit.DAYS: _("days"),
-        Unit.MONTHS: _("months"),
-        Unit.YES_NO: _("yes or no"),
-    }
 
 
 def _reporting_office() -> Office:
@@ -242,9 +208,6 @@ def _report_page(
             page_errors=page_errors,
             form=form or ReportForm(formdata=None),
             bounds=input_bounds,
-            format_value=queries.format_value,
-            state_labels=state_labels(),
-            unit_labels=unit_labels(),
         ),
         status,
     )
@@ -277,10 +240,6 @@ def measurement(measurement_id: int) -> str:
         "indicators/measurement.html",
         m=found,
         review_form=ReviewForm(formdata=None),
-        format_value=queries.format_value,
-        state_labels=state_labels(),
-        event_labels=event_labels(),
-        unit_labels=unit_labels(),
         may_report=can(current_user, Perm.REPORT_MEASUREMENT, found.office),
         may_validate=can(current_user, Perm.VALIDATE_MEASUREMENT, found),
     )
