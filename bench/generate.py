@@ -5,7 +5,10 @@ one manager per office, a programme manager, a reviewer and an admin; one source
 recommendations, each with actions in every office. Of the actions, exactly 20 % are closed
 (verified, completed or cancelled), 30 % open and overdue (deadline 2 to 150 days ago) and 50 %
 open and due ahead (2 to 365 days); each has its history (a "created" row, and one or two for its
-status). A quarter of the open actions have not been updated for more than 90 days. Everything is
+status). A quarter of the open actions have not been updated for more than 90 days. Beside them,
+``INDICATORS`` indicators with every office's baseline and target and ``QUARTERS`` quarters of values
+(ten years: far more than a programme keeps), all validated but the last quarter's, where a third
+await validation and a sixth are missing. Everything is
 drawn from a seeded random generator, relative to "today", so two runs on the same day write the
 same data.
 
@@ -29,6 +32,7 @@ from werkzeug.security import generate_password_hash
 from tracker.batches import chunks
 from tracker.demo import OFFICES
 from tracker.extensions import db
+from tracker.indicators.models import Indicator, IndicatorTarget, Measurement, MeasurementChange
 from tracker.models import (
     ActionItem,
     ActionUpdate,
@@ -40,6 +44,7 @@ from tracker.models import (
     Status,
     User,
 )
+from tracker.quarters import Quarter
 
 PASSWORD = "bench-password"
 #: Who the benchmark signs in as (sees every office), and whose API token it uses.
@@ -50,6 +55,8 @@ FOCAL_POINTS_PER_OFFICE = 5
 RECOMMENDATIONS = 100
 #: Rows handed to one executemany (SQLAlchemy cuts it further to the database's limit).
 BATCH = 5000
+#: Indicators, and quarters of values per office and indicator.
+INDICATORS, QUARTERS = 24, 40
 #: The proportions the issue's workload asks for.
 CLOSED, OVERDUE = 0.20, 0.30  # the rest (50 %) is open and due ahead
 
@@ -66,6 +73,7 @@ class Workload:
     users: int = 0
     offices: int = 0
     recommendations: int = 0
+    measurements: int = 0
     seconds: float = 0.0
     by_kind: dict[str, int] = field(default_factory=dict)
 
@@ -184,6 +192,7 @@ def generate(actions: int, *, seed: int = 13, today: date | None = None) -> Work
             history.extend(rows)
         workload.actions += _insert(ActionItem, items)  # the actions first: the history refers to them
         workload.history += _insert(ActionUpdate, history)
+    workload.measurements = _indicators(rng, offices, focal_points, reviewer, now, today)
     _fix_sequences()
     db.session.commit()
     workload.seconds = time.perf_counter() - started
@@ -282,6 +291,114 @@ def _history(
     }
 
 
+def _indicators(
+    rng: random.Random,
+    offices: list[dict],
+    focal_points: dict[int, list[int]],
+    reviewer: int,
+    now: datetime,
+    today: date,
+) -> int:
+    """INDICATORS indicators, each office's baseline and target, QUARTERS quarters of values with
+    their history; how many values."""
+    units = ("percent", "months", "number", "percent", "percent", "yes_no")
+    last = Quarter.last_ended(today)
+    quarters = Quarter(last.year - QUARTERS // 4, last.number).next.span(last)
+    _insert(
+        Indicator,
+        (
+            {
+                "id": i,
+                "code": f"B-IND-{i:02d}",
+                "name": f"Benchmark indicator {i}",
+                "definition": "An indicator of the benchmark's workload.",
+                "unit": units[i % len(units)],
+                "direction": "lower" if units[i % len(units)] == "months" else "higher",
+                "period": "quarterly",
+                "created_at": now,
+                "updated_at": now,
+            }
+            for i in range(1, INDICATORS + 1)
+        ),
+    )
+    targets, values, history = [], [], []
+    for i in range(1, INDICATORS + 1):
+        unit = units[i % len(units)]
+        high = {"percent": 100.0, "months": 40.0, "number": 50.0, "yes_no": 1.0}[unit]
+        for office in offices:
+            base = round(rng.uniform(0, high * 0.6), 1) if unit != "yes_no" else 0.0
+            goal = round(min(high, base + high * 0.3), 1) if unit != "months" else round(base * 0.5, 1)
+            targets.append(
+                {
+                    "indicator_id": i,
+                    "office_id": office["id"],
+                    "baseline_value": base,
+                    "baseline_period": str(quarters[0]),
+                    "target_value": goal if unit != "yes_no" else 1.0,
+                    "target_period": str(last.next.next),
+                    "updated_at": now,
+                }
+            )
+            for k, quarter in enumerate(quarters):
+                newest = quarter == last
+                if newest and rng.random() < 1 / 6:
+                    continue  # not reported yet
+                state = "reported" if newest and rng.random() < 1 / 3 else "validated"
+                share = k / len(quarters)
+                value = 1.0 if unit == "yes_no" and share > 0.5 else base + (goal - base) * share
+                value = round(min(high, max(0.0, value + rng.uniform(-1, 1) * high * 0.02)), 1)
+                if unit == "yes_no":
+                    value = 1.0 if value >= 0.5 else 0.0
+                mid = len(values) + 1
+                reported_at = datetime.combine(
+                    quarter.last_day + timedelta(days=10), datetime.min.time(), UTC
+                )
+                values.append(
+                    {
+                        "id": mid,
+                        "indicator_id": i,
+                        "office_id": office["id"],
+                        "period": str(quarter),
+                        "value": value,
+                        "state": state,
+                        "reported_by_id": focal_points[office["id"]][0],
+                        "reported_at": reported_at,
+                        "reviewed_by_id": reviewer if state == "validated" else None,
+                        "reviewed_at": reported_at + timedelta(days=3) if state == "validated" else None,
+                        "version": 2 if state == "validated" else 1,
+                    }
+                )
+                history.append(
+                    {
+                        "measurement_id": mid,
+                        "author_id": focal_points[office["id"]][0],
+                        "created_at": reported_at,
+                        "event": "reported",
+                        "old_value": None,
+                        "new_value": value,
+                        "old_state": None,
+                        "new_state": "reported",
+                    }
+                )
+                if state == "validated":
+                    history.append(
+                        {
+                            "measurement_id": mid,
+                            "author_id": reviewer,
+                            "created_at": reported_at + timedelta(days=3),
+                            "event": "validated",
+                            "old_value": value,
+                            "new_value": value,
+                            "old_state": "reported",
+                            "new_state": "validated",
+                        }
+                    )
+    _insert(IndicatorTarget, targets)
+    _insert(Measurement, values)
+    _insert(MeasurementChange, history)
+    return len(values)
+
+
 def _insert(model: type[db.Model], rows) -> int:
     """Insert ``rows`` (an iterable of dicts) in executemany batches of BATCH; how many."""
     count = 0
@@ -295,7 +412,7 @@ def _fix_sequences() -> None:
     """PostgreSQL: move each id sequence past the ids written explicitly."""
     if db.session.get_bind().dialect.name != "postgresql":
         return
-    for model in (Office, User, Source, Recommendation, ActionItem, ActionUpdate):
+    for model in (Office, User, Source, Recommendation, ActionItem, ActionUpdate, Indicator, Measurement):
         table = model.__table__.name
         db.session.execute(
             sa.text(

@@ -454,7 +454,8 @@ def write_workload(run: Run) -> None:
         Figure(
             f"workload written ({workload.actions:,} actions, {workload.history:,} history rows)",
             f"{workload.seconds:.1f} s — closed {kinds['closed']:,}, overdue {kinds['overdue']:,}, "
-            f"due ahead {kinds['ahead']:,}; {workload.users} people in {workload.offices} offices",
+            f"due ahead {kinds['ahead']:,}; {workload.users} people in {workload.offices} offices; "
+            f"{workload.measurements:,} indicator values",
             number=workload.seconds,
         )
     )
@@ -518,6 +519,8 @@ PAGES = [
     ("HTML overdue list (`/?overdue=1`, 100 rows)", "/?overdue=1", 50),
     ("dashboard (`/dashboard`)", "/dashboard", 100),
     ("one office's page (`/offices/SG`)", "/offices/SG", 100),
+    ("indicators list (`/indicators/`)", "/indicators/", 100),
+    ("an indicator's comparison page (`/indicators/1`)", "/indicators/1", 100),
 ]
 JSON_LIST = "/api/v1/actions?overdue=true&per_page=100"
 #: The open statuses, as the export writes them.
@@ -749,6 +752,8 @@ def statements(run: Run) -> None:
             ("JSON list", JSON_LIST, {"Authorization": f"Bearer {api_token_}"}),
             ("dashboard", "/dashboard", {}),
             ("office page", "/offices/SG", {}),
+            ("indicators list", "/indicators/", {}),
+            ("indicator page", "/indicators/1", {}),
         ]:
             client.get(path, headers=headers)  # caches warm
             seen.clear()

@@ -104,10 +104,16 @@ def office_line_chart(
     step = (RIGHT - LEFT - 16) / max(len(points) - 1, 1)
     xs = [LEFT + 8 + step * i for i in range(len(points))]
     every = 1 if len(points) <= 8 else (len(points) + 7) // 8  # at most eight quarter labels
+    last_year = None
     for i, (x, point) in enumerate(zip(xs, points, strict=True)):
         if i % every and i != len(points) - 1:
             continue
-        for row, text in enumerate((f"Q{point.quarter.number}", str(point.quarter.year))):
+        # The year under the first label and where it changes only: under every one they run together.
+        year = str(point.quarter.year) if point.quarter.year != last_year else ""
+        last_year = point.quarter.year
+        for row, text in enumerate((f"Q{point.quarter.number}", year)):
+            if not text:
+                continue
             parts.append(
                 f'<text class="tick" x="{x:.1f}" y="{BOTTOM + 14 + 12 * row}" text-anchor="middle">'
                 f"{escape(text)}</text>"
