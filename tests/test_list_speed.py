@@ -274,7 +274,8 @@ def test_the_lists_take_as_many_statements_at_any_size(app, world, login_as, url
     finally:
         app.config["TRACKER_PAGE_SIZE"] = 50
     assert counts[0] == counts[1], counts
-    assert counts[1] <= 7
+    # A focal point's My work also counts their office's indicator values due (one statement).
+    assert counts[1] <= (8 if (url, label) == ("/my", "focal_sg") else 7)
 
 
 def test_pages_of_open_first_are_the_sorted_list_cut_in_pieces(app, world, api_client):
