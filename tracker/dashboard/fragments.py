@@ -117,6 +117,20 @@ def matrix_table(
     return figures_cache.cached(key, render)
 
 
+def indicator_table(figures: Dashboard) -> Markup:
+    """The office × indicator table, rendered once per figures and language (a cell per office and
+    indicator, each value formatted in the reader's locale: too many to format on every request)."""
+    key = ("indicators-html", figures.key, str(get_locale()))
+
+    def render() -> Markup:
+        macro = get_template_attribute("dashboard/_indicators.html", "indicator_table")
+        return Markup(macro(figures.indicators))
+
+    if figures.key is None:
+        return render()
+    return figures_cache.cached(key, render)
+
+
 def overdue_rows(figures: Dashboard, report: bool = False) -> Markup:
     """The rows of the overdue list (a report's has a status column), rendered once per figures,
     language and owners' names (names are read per request: a rename shows at once)."""

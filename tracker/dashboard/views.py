@@ -51,6 +51,7 @@ def index() -> str:
         data=data,
         matrix_html=fragments.matrix_table(data, "matrix-caption", links=links, describedby="matrix-help"),
         overdue_html=fragments.overdue_rows(data),
+        indicators_html=fragments.indicator_table(data),
         choices=choices,
         filters=filters,
         dropped=dropped,
