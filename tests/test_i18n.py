@@ -107,14 +107,27 @@ PAGES = {
         "/offices/SG",
         "/preferences",
         "/auth/password",
+        "/indicators/",
+        "/indicators/{ind}",
+        "/indicators/report",
+        "/indicators/import",
+        "/indicators/measurements/{value}",
     ],
-    "reviewer": ["/verification", "/sources", "/recommendations/new", "/offices/SG/reassign"],
+    "reviewer": [
+        "/verification",
+        "/sources",
+        "/recommendations/new",
+        "/offices/SG/reassign",
+        "/verification?kind=values",
+        "/indicators/new",
+        "/indicators/{ind}/goals",
+    ],
     "admin": ["/admin/users", "/admin/users/new", "/admin/offices", "/admin/outbox"],
 }
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
-def test_main_pages_have_no_english_sentence(app, world, login_as, client, language):
+def test_main_pages_have_no_english_sentence(app, world, indicators, login_as, client, language):
     fragments = _english_fragments(language)
     with app.app_context():
         for user in db.session.query(User):
@@ -126,7 +139,14 @@ def test_main_pages_have_no_english_sentence(app, world, login_as, client, langu
     for role, urls in PAGES.items():
         c = login_as(world.users[role])
         for url in urls:
-            response = c.get(url.format(rec=world.recommendation_id, item=world.items["SG"]))
+            response = c.get(
+                url.format(
+                    rec=world.recommendation_id,
+                    item=world.items["SG"],
+                    ind=indicators.indicators["ONLINE"],
+                    value=indicators.measurements["online_sg_q3"],
+                )
+            )
             assert response.status_code == 200, url
             found[url] = _english_in(response.text, fragments)
     assert not any(found.values()), {url: words for url, words in found.items() if words}
@@ -156,7 +176,7 @@ def test_mail_of_every_kind_has_no_english_sentence(app, world, language):
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
-def test_reminders_and_digests_are_written_in_the_recipients_language(app, world, language):
+def test_reminders_and_digests_are_written_in_the_recipients_language(app, world, indicators, language):
     """Compose every scheduled kind for French or Spanish recipients; no English sentence in them."""
     from datetime import UTC, date, datetime
 
@@ -165,6 +185,7 @@ def test_reminders_and_digests_are_written_in_the_recipients_language(app, world
     from tracker.models import Notification
     from tracker.notifications.compose import compose_digests, compose_reminders
     from tracker.notifications.digest import Quarter
+    from tracker.notifications.indicators_due import compose_indicators_due
 
     fragments = _english_fragments(language)
     with app.app_context():
@@ -184,6 +205,7 @@ def test_reminders_and_digests_are_written_in_the_recipients_language(app, world
         ]
         for moment in moments:
             compose_reminders(moment)
+            compose_indicators_due(moment)
         compose_digests(Quarter(2026, 3), datetime(2026, 10, 1, 6, tzinfo=UTC))
         db.session.commit()
         rows = list(db.session.scalars(sa.select(Notification)))
@@ -191,4 +213,5 @@ def test_reminders_and_digests_are_written_in_the_recipients_language(app, world
         for row in rows:
             for part in (row.subject, row.body_text, row.body_html):
                 assert not _english_in(part, fragments), (row.kind, _english_in(part, fragments))
-    assert {"overdue", "escalation", "due_soon", "review_queue"} <= kinds, kinds
+    # 2026-11-25 is more than 14 days after 2026Q3 ended: MY owes ONLINE and GUIDE, and EXAM was sent back.
+    assert {"overdue", "escalation", "due_soon", "review_queue", "indicators_due", "digest"} <= kinds, kinds
