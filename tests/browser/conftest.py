@@ -43,10 +43,31 @@ def browser():
         browser.close()
 
 
+def _static_files_closed_early(app: Flask):
+    """WSGI wrapper: a static file's body is read and its file closed before the server writes.
+
+    Werkzeug's development server can drop a static file unclosed when chromium closes the
+    connection mid-response (a favicon it no longer wants); the ResourceWarning then fails whichever
+    test runs (warnings are errors). Deployed, nginx serves /static/ and this server is not used.
+    """
+
+    def wsgi(environ, start_response):
+        body = app(environ, start_response)
+        if not environ.get("PATH_INFO", "").startswith("/static/"):
+            return body
+        try:
+            return [b"".join(body)]
+        finally:
+            if hasattr(body, "close"):
+                body.close()
+
+    return wsgi
+
+
 @pytest.fixture
 def live_server(app: Flask) -> Iterator[str]:
     """The app served on a free loopback port; yields its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server = make_server("127.0.0.1", 0, _static_files_closed_early(app), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
